@@ -1,0 +1,196 @@
+package tokenstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unsafe"
+)
+
+// The stored form of a Token is a small binary record, cheap to decode on
+// the hot path (no reflection, one string allocation for all text):
+//
+//	byte     format (1)
+//	int64    expiry, Unix ns (0 = zero time)
+//	int64    refresh expiry, Unix ns (0 = zero time)
+//	int64    obtained at, Unix ns (0 = zero time)
+//	uint64   version
+//	uvarint  len(access) len(type) len(refresh) len(scopes)
+//	bytes    access type refresh scopes (scopes joined by one space)
+const (
+	formatV1   = 1
+	headerSize = 1 + 8*4
+)
+
+// errCorrupt is wrapped by every decoding failure.
+var errCorrupt = errors.New("tokenstore: corrupt token record")
+
+// MarshalBinary encodes t in the compact stored form.
+func (t *Token) MarshalBinary() ([]byte, error) {
+	return t.appendBinary(nil), nil
+}
+
+func (t *Token) appendBinary(b []byte) []byte {
+	scopes := strings.Join(t.Scopes, " ")
+	n := headerSize + 4*binary.MaxVarintLen32 + len(t.AccessToken) + len(t.TokenType) + len(t.RefreshToken) + len(scopes)
+	if cap(b)-len(b) < n {
+		b = append(make([]byte, 0, len(b)+n), b...)
+	}
+	b = append(b, formatV1)
+	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(t.Expiry)))
+	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(t.RefreshExpiry)))
+	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(t.ObtainedAt)))
+	b = binary.BigEndian.AppendUint64(b, t.Version)
+	for _, s := range [...]string{t.AccessToken, t.TokenType, t.RefreshToken, scopes} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+	}
+	b = append(b, t.AccessToken...)
+	b = append(b, t.TokenType...)
+	b = append(b, t.RefreshToken...)
+	b = append(b, scopes...)
+	return b
+}
+
+// UnmarshalBinary decodes the stored form. A record that is truncated, has
+// trailing bytes or an unknown format is an error, never a panic.
+func (t *Token) UnmarshalBinary(b []byte) error {
+	d, err := decode(b, false)
+	if err != nil {
+		return err
+	}
+	*t = d.Token
+	t.Scopes = append([]string(nil), d.Token.Scopes...)
+	return nil
+}
+
+// decoded carries a Token and room for its scopes, so that a decode costs
+// one allocation for the struct and one for the text.
+type decoded struct {
+	Token
+	scopes [8]string
+}
+
+// record is the fixed-size header of a stored token, readable without
+// allocating, so that expired entries are rejected before any copy.
+type record struct {
+	expiry, refreshExpiry int64
+	hasRefresh            bool
+}
+
+func peek(b []byte) (record, error) {
+	if len(b) < headerSize {
+		return record{}, fmt.Errorf("%w: %d bytes, want at least %d", errCorrupt, len(b), headerSize)
+	}
+	if b[0] != formatV1 {
+		return record{}, fmt.Errorf("%w: unknown format %d", errCorrupt, b[0])
+	}
+	r := record{
+		expiry:        int64(binary.BigEndian.Uint64(b[1:])),
+		refreshExpiry: int64(binary.BigEndian.Uint64(b[9:])),
+	}
+	// The refresh token length is the third varint.
+	rest := b[headerSize:]
+	for i := 0; i < 3; i++ {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 {
+			return record{}, fmt.Errorf("%w: bad length field", errCorrupt)
+		}
+		rest = rest[k:]
+		if i == 2 {
+			r.hasRefresh = n > 0
+		}
+	}
+	return r, nil
+}
+
+// usable is Token.Usable on the raw header.
+func (r record) usable(now time.Time) bool {
+	ns := now.UnixNano()
+	if r.expiry != 0 && ns < r.expiry {
+		return true
+	}
+	return r.hasRefresh && (r.refreshExpiry == 0 || ns < r.refreshExpiry)
+}
+
+// decode parses a record. When owned is true, b belongs to the caller alone
+// and is never written again (a copy bigcache made for this read), so the
+// strings may point into it instead of into a second copy.
+func decode(b []byte, owned bool) (*decoded, error) {
+	if _, err := peek(b); err != nil {
+		return nil, err
+	}
+	var lens [4]uint64
+	rest := b[headerSize:]
+	total := uint64(0)
+	for i := range lens {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 {
+			return nil, fmt.Errorf("%w: bad length field", errCorrupt)
+		}
+		lens[i] = n
+		total += n
+		rest = rest[k:]
+		if n > uint64(len(b)) || total > uint64(len(b)) {
+			return nil, fmt.Errorf("%w: length %d exceeds record", errCorrupt, n)
+		}
+	}
+	if total != uint64(len(rest)) {
+		return nil, fmt.Errorf("%w: %d bytes of text, want %d", errCorrupt, len(rest), total)
+	}
+	var text string
+	if owned && len(rest) > 0 {
+		text = unsafe.String(&rest[0], len(rest))
+	} else {
+		text = string(rest)
+	}
+	d := &decoded{}
+	t := &d.Token
+	t.Expiry = fromUnixNano(int64(binary.BigEndian.Uint64(b[1:])))
+	t.RefreshExpiry = fromUnixNano(int64(binary.BigEndian.Uint64(b[9:])))
+	t.ObtainedAt = fromUnixNano(int64(binary.BigEndian.Uint64(b[17:])))
+	t.Version = binary.BigEndian.Uint64(b[25:])
+	off := uint64(0)
+	field := func(i int) string {
+		s := text[off : off+lens[i]]
+		off += lens[i]
+		return s
+	}
+	t.AccessToken = field(0)
+	t.TokenType = field(1)
+	t.RefreshToken = field(2)
+	if scopes := field(3); scopes != "" {
+		n := strings.Count(scopes, " ") + 1
+		var list []string
+		if n <= len(d.scopes) {
+			list = d.scopes[:0:n]
+		} else {
+			list = make([]string, 0, n)
+		}
+		for {
+			i := strings.IndexByte(scopes, ' ')
+			if i < 0 {
+				break
+			}
+			list = append(list, scopes[:i])
+			scopes = scopes[i+1:]
+		}
+		t.Scopes = append(list, scopes)
+	}
+	return d, nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}

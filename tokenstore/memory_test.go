@@ -1,0 +1,197 @@
+package tokenstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tasknation/tokengate/tokenstore"
+)
+
+// clock is a settable test clock.
+type clock struct{ ns atomic.Int64 }
+
+func newClock(t time.Time) *clock    { c := &clock{}; c.ns.Store(t.UnixNano()); return c }
+func (c *clock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *clock) Add(d time.Duration) { c.ns.Add(int64(d)) }
+
+var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+func sample(now time.Time) *tokenstore.Token {
+	return &tokenstore.Token{
+		AccessToken:   "tn_at_access",
+		TokenType:     "Bearer",
+		RefreshToken:  "tn_rt_refresh",
+		Expiry:        now.Add(time.Hour),
+		RefreshExpiry: now.Add(180 * 24 * time.Hour),
+		Scopes:        []string{"supply::businesses", "supply::leads", "offline_access"},
+		ObtainedAt:    now,
+		Version:       42,
+	}
+}
+
+func newStore(t testing.TB, c *clock) *tokenstore.MemoryStore {
+	t.Helper()
+	m, err := tokenstore.NewMemoryStore(tokenstore.MemoryConfig{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func equal(a, b *tokenstore.Token) bool {
+	return a.AccessToken == b.AccessToken && a.TokenType == b.TokenType && a.RefreshToken == b.RefreshToken &&
+		a.Expiry.Equal(b.Expiry) && a.RefreshExpiry.Equal(b.RefreshExpiry) && a.ObtainedAt.Equal(b.ObtainedAt) &&
+		a.Version == b.Version && strings.Join(a.Scopes, " ") == strings.Join(b.Scopes, " ")
+}
+
+func TestMemoryStore_RoundTrip(t *testing.T) {
+	c := newClock(t0)
+	m := newStore(t, c)
+	ctx := context.Background()
+	want := sample(t0)
+	if err := m.Set(ctx, "k", want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	if _, err := m.Get(ctx, "other"); !errors.Is(err, tokenstore.ErrNotFound) {
+		t.Fatalf("absent key: err = %v, want ErrNotFound", err)
+	}
+	if err := m.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Get(ctx, "k"); !errors.Is(err, tokenstore.ErrNotFound) {
+		t.Fatalf("after delete: err = %v, want ErrNotFound", err)
+	}
+	if err := m.Delete(ctx, "k"); err != nil {
+		t.Fatalf("deleting an absent key: %v", err)
+	}
+}
+
+func TestMemoryStore_ExpiryCheckedOnRead(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		tok     func(now time.Time) *tokenstore.Token
+		advance time.Duration
+		found   bool
+	}{
+		{"access valid", sample, 59 * time.Minute, true},
+		{"access expired, refresh valid", sample, 2 * time.Hour, true},
+		{"both expired", sample, 181 * 24 * time.Hour, false},
+		{"no refresh token, access expired", func(now time.Time) *tokenstore.Token {
+			t := sample(now)
+			t.RefreshToken = ""
+			return t
+		}, time.Hour, false},
+		{"refresh token without known expiry", func(now time.Time) *tokenstore.Token {
+			t := sample(now)
+			t.RefreshExpiry = time.Time{}
+			return t
+		}, 365 * 24 * time.Hour, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock(t0)
+			m := newStore(t, c)
+			if err := m.Set(ctx, "k", tt.tok(t0)); err != nil {
+				t.Fatal(err)
+			}
+			c.Add(tt.advance)
+			_, err := m.Get(ctx, "k")
+			if found := err == nil; found != tt.found {
+				t.Fatalf("found = %v (err %v), want %v", found, err, tt.found)
+			}
+			if !tt.found && m.Len() != 0 {
+				t.Fatalf("an unusable entry was kept: Len = %d", m.Len())
+			}
+		})
+	}
+}
+
+func TestMemoryStore_Concurrent(t *testing.T) {
+	c := newClock(t0)
+	m := newStore(t, c)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				key := fmt.Sprintf("k%d", i%16)
+				tok := sample(t0)
+				tok.Version = uint64(w*1000 + i)
+				if err := m.Set(ctx, key, tok); err != nil {
+					t.Error(err)
+					return
+				}
+				got, err := m.Get(ctx, key)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got.AccessToken != tok.AccessToken {
+					t.Errorf("torn read: %q", got.AccessToken)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestToken_StringHidesSecrets(t *testing.T) {
+	tok := sample(t0)
+	for _, s := range []string{fmt.Sprint(tok), fmt.Sprintf("%v", tok), fmt.Sprintf("%+v", tok), fmt.Sprintf("%#v", tok), fmt.Sprint(*tok)} {
+		if strings.Contains(s, tok.AccessToken) || strings.Contains(s, tok.RefreshToken) {
+			t.Fatalf("formatted token leaks a credential: %s", s)
+		}
+	}
+}
+
+func TestToken_UnmarshalBinaryRejectsCorrupt(t *testing.T) {
+	good, _ := sample(t0).MarshalBinary()
+	cases := map[string][]byte{
+		"empty":          nil,
+		"short header":   good[:10],
+		"unknown format": append([]byte{9}, good[1:]...),
+		"truncated text": good[:len(good)-3],
+		"trailing bytes": append(append([]byte(nil), good...), 'x'),
+		"huge length":    append(append([]byte(nil), good[:33]...), 0xff, 0xff, 0xff, 0xff, 0x0f),
+	}
+	for name, b := range cases {
+		t.Run(name, func(t *testing.T) {
+			var tok tokenstore.Token
+			if err := tok.UnmarshalBinary(b); err == nil {
+				t.Fatal("corrupt record decoded without error")
+			}
+		})
+	}
+	var tok tokenstore.Token
+	if err := tok.UnmarshalBinary(good); err != nil || !equal(&tok, sample(t0)) {
+		t.Fatalf("good record: %v, %v", err, &tok)
+	}
+}
+
+func TestToken_ManyScopes(t *testing.T) {
+	tok := sample(t0)
+	tok.Scopes = strings.Fields("a b c d e f g h i j k")
+	b, _ := tok.MarshalBinary()
+	var got tokenstore.Token
+	if err := got.UnmarshalBinary(b); err != nil || !equal(&got, tok) {
+		t.Fatalf("got %v, %v", &got, err)
+	}
+}
