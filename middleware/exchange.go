@@ -1,0 +1,266 @@
+package middleware
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/tasknation/tokengate/tokenstore"
+)
+
+// maxBody caps what is read of a token-endpoint answer (RFC 6749 bodies
+// are a few hundred bytes).
+const maxBody = 1 << 20
+
+// maxLifetime is the longest expires_in taken at face value.
+const maxLifetime = 365 * 24 * time.Hour
+
+// EndpointError is a failed token-endpoint exchange. Its text names the
+// problem; it never holds a token, a secret or the raw response body.
+type EndpointError struct {
+	// Grant is the grant type of the request.
+	Grant string
+	// Kind is one of "network", "timeout", "status", "rejected" (an RFC 6749
+	// error answer) or "invalid_response".
+	Kind string
+	// Status is the HTTP status, when an answer arrived.
+	Status int
+	// Code and Description are the RFC 6749 error fields, when given.
+	Code, Description string
+	// Err is the cause, when there is one.
+	Err error
+}
+
+func (e *EndpointError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "middleware: %s token request failed: ", e.Grant)
+	switch e.Kind {
+	case "rejected":
+		fmt.Fprintf(&b, "token endpoint answered HTTP %d with error %q", e.Status, e.Code)
+		if e.Description != "" {
+			fmt.Fprintf(&b, " (%s)", e.Description)
+		}
+	case "status":
+		fmt.Fprintf(&b, "token endpoint answered HTTP %d", e.Status)
+	case "timeout":
+		b.WriteString("token endpoint did not answer in time")
+	default:
+		b.WriteString(e.Kind)
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *EndpointError) Unwrap() error { return e.Err }
+
+// Errors for answers that are not a token, found before x/oauth2 parses.
+var (
+	errBodyTooLarge = errors.New("response body exceeds 1 MiB")
+	errEmptyBody    = errors.New("empty response body")
+	errHTMLBody     = errors.New("response is an HTML page, not a token")
+)
+
+// limitTransport reads the whole token-endpoint answer itself, so that an
+// oversized, empty or HTML answer is named as such instead of surfacing as
+// a JSON syntax error (x/oauth2 silently truncates at 1 MiB).
+type limitTransport struct{ base http.RoundTripper }
+
+func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	base := t.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	resp, err := base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	resp.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("reading response: %w", err)
+	}
+	if len(body) > maxBody {
+		return nil, errBodyTooLarge
+	}
+	if resp.StatusCode/100 == 2 {
+		trimmed := bytes.TrimSpace(body)
+		if len(trimmed) == 0 {
+			return nil, errEmptyBody
+		}
+		ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		if ct == "text/html" || trimmed[0] == '<' {
+			return nil, errHTMLBody
+		}
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	return resp, nil
+}
+
+// exchanger performs the token requests of one client.
+type exchanger struct {
+	cc      clientcredentials.Config
+	client  *http.Client
+	timeout time.Duration
+	now     func() time.Time
+}
+
+func newExchanger(c Config) *exchanger {
+	hc := *c.HTTPClient
+	hc.Transport = limitTransport{base: c.HTTPClient.Transport}
+	return &exchanger{
+		cc: clientcredentials.Config{
+			ClientID:     c.ClientID,
+			ClientSecret: c.ClientSecret,
+			TokenURL:     c.TokenURL,
+			Scopes:       c.Scopes,
+			AuthStyle:    c.AuthStyle,
+		},
+		client:  &hc,
+		timeout: c.RequestTimeout,
+		now:     c.Clock.Now,
+	}
+}
+
+// clientCredentials asks for an application token. ctx should be detached
+// from any one caller; the exchanger adds its own timeout.
+func (x *exchanger) clientCredentials(ctx context.Context) (*tokenstore.Token, error) {
+	const grant = "client_credentials"
+	ctx, cancel := context.WithTimeout(ctx, x.timeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, x.client)
+	sent := x.now()
+	tok, err := x.cc.Token(ctx)
+	if err != nil {
+		return nil, classify(grant, ctx, err)
+	}
+	return x.validate(grant, tok, sent, x.cc.Scopes)
+}
+
+// validate turns an x/oauth2 token into ours, rejecting answers that parse
+// but are not usable. The expiry counts from when the request was sent, so
+// time spent on the wire shortens the token rather than lengthens it.
+func (x *exchanger) validate(grant string, tok *oauth2.Token, sent time.Time, requested []string) (*tokenstore.Token, error) {
+	bad := func(format string, args ...any) error {
+		return &EndpointError{Grant: grant, Kind: "invalid_response", Status: http.StatusOK, Err: fmt.Errorf(format, args...)}
+	}
+	if tok.AccessToken == "" {
+		return nil, bad("no access_token in the answer")
+	}
+	if tok.TokenType == "" {
+		return nil, bad("no token_type in the answer")
+	}
+	if !strings.EqualFold(tok.TokenType, "bearer") {
+		return nil, bad("token_type %q is not Bearer", truncate(tok.TokenType, 20))
+	}
+	secs, err := expiresIn(tok.Extra("expires_in"))
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	lifetime := time.Duration(secs * float64(time.Second))
+	if secs <= 0 {
+		return nil, bad("expires_in %v is not positive", secs)
+	}
+	if lifetime > maxLifetime {
+		return nil, bad("expires_in %v is more than a year", secs)
+	}
+	scopes := requested
+	if s, ok := tok.Extra("scope").(string); ok && s != "" {
+		scopes = strings.Fields(s)
+	}
+	return &tokenstore.Token{
+		AccessToken:  tok.AccessToken,
+		TokenType:    "Bearer",
+		RefreshToken: tok.RefreshToken,
+		Expiry:       sent.Add(lifetime),
+		Scopes:       scopes,
+		ObtainedAt:   sent,
+		Version:      rand.Uint64() | 1, // never 0, which means "no token"
+	}, nil
+}
+
+func expiresIn(v any) (float64, error) {
+	switch v := v.(type) {
+	case nil:
+		return 0, errors.New("no expires_in in the answer")
+	case float64:
+		return v, nil
+	case string: // form-encoded answers
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, fmt.Errorf("expires_in %q is not a number", truncate(v, 20))
+		}
+		return f, nil
+	default:
+		return 0, fmt.Errorf("expires_in is a %T, not a number", v)
+	}
+}
+
+// classify turns what x/oauth2 and net/http return into an EndpointError
+// whose text carries no response body and no URL.
+func classify(grant string, ctx context.Context, err error) error {
+	e := &EndpointError{Grant: grant}
+	var re *oauth2.RetrieveError
+	var ue *url.Error
+	switch {
+	case errors.As(err, &re):
+		e.Status = re.Response.StatusCode
+		e.Code = truncate(re.ErrorCode, 64)
+		e.Description = truncate(re.ErrorDescription, 200)
+		e.Kind = "status" // a server error, whatever its body says
+		if e.Code != "" && e.Status < 500 {
+			e.Kind = "rejected"
+		}
+	case bodyError(err) != nil:
+		e.Kind = "invalid_response"
+		e.Err = bodyError(err)
+	case ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded):
+		e.Kind = "timeout"
+	case errors.Is(err, context.Canceled):
+		e.Kind = "network"
+		e.Err = context.Canceled
+	case errors.As(err, &ue):
+		e.Kind = "network"
+		e.Err = ue.Err
+	case strings.HasPrefix(err.Error(), "oauth2: cannot parse"), strings.HasPrefix(err.Error(), "oauth2: server response missing"):
+		// x/oauth2's own parse errors: their text holds no body.
+		e.Kind = "invalid_response"
+		e.Err = errors.New(strings.TrimPrefix(err.Error(), "oauth2: "))
+	default:
+		e.Kind = "network"
+		e.Err = err
+	}
+	return e
+}
+
+// bodyError finds which of limitTransport's errors err wraps, if any.
+func bodyError(err error) error {
+	for _, s := range []error{errBodyTooLarge, errEmptyBody, errHTMLBody} {
+		if errors.Is(err, s) {
+			return s
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,153 @@
+package middleware_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tasknation/tokengate/middleware"
+	"github.com/tasknation/tokengate/middleware/tasknationtest"
+)
+
+// Every bad answer of the token endpoint is a clear error naming the
+// problem, never a panic, never a credential or the body in the text.
+func TestToken_BadEndpointAnswers(t *testing.T) {
+	const leak = "tn_at_LEAKED_IN_BODY"
+	reply := func(status int, ctype, body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if ctype != "" {
+				w.Header().Set("Content-Type", ctype)
+			}
+			w.WriteHeader(status)
+			w.Write([]byte(body))
+		}
+	}
+	const js = "application/json"
+	tests := []struct {
+		name      string
+		responder http.HandlerFunc
+		kind      string // EndpointError.Kind
+		want      string // in the error text
+	}{
+		{"HTML page", reply(200, "text/html", "<html><body>Maintenance "+leak+"</body></html>"), "invalid_response", "HTML page"},
+		{"HTML without content type", reply(200, "", "<!DOCTYPE html><p>"+leak), "invalid_response", "HTML page"},
+		{"empty body", reply(200, js, ""), "invalid_response", "empty response body"},
+		{"not JSON", reply(200, js, "access_token="+leak), "invalid_response", "cannot parse json"},
+		{"truncated JSON", reply(200, js, `{"access_token":"`+leak+`","token_type":"bea`), "invalid_response", "cannot parse json"},
+		{"no access_token", reply(200, js, `{"token_type":"bearer","expires_in":3600}`), "invalid_response", "missing access_token"},
+		{"token_type mac", reply(200, js, `{"access_token":"`+leak+`","token_type":"mac","expires_in":3600}`), "invalid_response", `token_type "mac" is not Bearer`},
+		{"no token_type", reply(200, js, `{"access_token":"`+leak+`","expires_in":3600}`), "invalid_response", "no token_type"},
+		{"expires_in zero", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":0}`), "invalid_response", "expires_in 0 is not positive"},
+		{"expires_in negative", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":-5}`), "invalid_response", "is not positive"},
+		{"expires_in above a year", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":40000000}`), "invalid_response", "more than a year"},
+		{"expires_in missing", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer"}`), "invalid_response", "no expires_in"},
+		{"expires_in not a number", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":"soon"}`), "invalid_response", "cannot parse json"},
+		{"body over 1 MiB", reply(200, js, `{"access_token":"`+strings.Repeat("a", 1<<20)+`"}`), "invalid_response", "exceeds 1 MiB"},
+		{"500 with HTML", reply(500, "text/html", "<html>"+leak+"</html>"), "status", "HTTP 500"},
+		{"400 invalid_client", reply(401, js, `{"error":"invalid_client","error_description":"client authentication failed"}`), "rejected", `"invalid_client"`},
+		{"200 carrying an error", reply(200, js, `{"error":"invalid_scope"}`), "rejected", `"invalid_scope"`},
+		{"server never answers", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, "timeout", "did not answer in time"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, func(c *middleware.Config) { c.RequestTimeout = 300 * time.Millisecond })
+			f.srv.SetTokenResponder(tt.responder)
+			_, err := f.gate.Token(context.Background())
+			var ee *middleware.EndpointError
+			if !errors.As(err, &ee) {
+				t.Fatalf("err = %v, want an *EndpointError", err)
+			}
+			if ee.Kind != tt.kind {
+				t.Errorf("Kind = %q, want %q (%v)", ee.Kind, tt.kind, err)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q does not say %q", msg, tt.want)
+			}
+			for _, secret := range []string{leak, tasknationtest.DefaultClientSecret, f.srv.TokenURL()} {
+				if strings.Contains(msg, secret) {
+					t.Errorf("error text holds %q: %s", secret, msg)
+				}
+			}
+			if len(msg) > 300 {
+				t.Errorf("error text is %d bytes: the body leaked into it", len(msg))
+			}
+		})
+	}
+}
+
+// A token_type in any case is Bearer; a good answer is taken as is.
+func TestToken_GoodAnswerVariants(t *testing.T) {
+	for _, tt := range []string{"bearer", "Bearer", "BEARER"} {
+		t.Run(tt, func(t *testing.T) {
+			f := newFixture(t, nil)
+			f.srv.SetTokenResponder(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(`{"access_token":"tn_at_x","token_type":"` + tt + `","expires_in":9}`))
+			})
+			before := f.clock.Now()
+			tok, err := f.gate.Token(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tok.AccessToken != "tn_at_x" || tok.TokenType != "Bearer" {
+				t.Fatalf("token %v", tok)
+			}
+			if got := tok.Expiry.Sub(before); got != 9*time.Second {
+				t.Fatalf("expiry %v after the request, want 9s", got)
+			}
+			if strings.Join(tok.Scopes, " ") != strings.Join(appScopes, " ") {
+				t.Fatalf("no scope in the answer: scopes %v, want the requested ones", tok.Scopes)
+			}
+		})
+	}
+}
+
+// Network failures: refused port and dropped connection.
+func TestToken_NetworkFailures(t *testing.T) {
+	t.Run("refused port", func(t *testing.T) {
+		f := newFixture(t, func(c *middleware.Config) { c.TokenURL = "http://127.0.0.1:1/oauth2/token" })
+		_, err := f.gate.Token(context.Background())
+		var ee *middleware.EndpointError
+		if !errors.As(err, &ee) || ee.Kind != "network" || !strings.Contains(err.Error(), "refused") {
+			t.Fatalf("err = %v, want a network error saying refused", err)
+		}
+	})
+	t.Run("connection dropped", func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultDrop, Count: 1})
+		_, err := f.gate.Token(context.Background())
+		var ee *middleware.EndpointError
+		if !errors.As(err, &ee) || ee.Kind != "network" {
+			t.Fatalf("err = %v, want a network error", err)
+		}
+		if strings.Contains(err.Error(), f.srv.URL) {
+			t.Fatalf("error names the URL: %v", err)
+		}
+	})
+}
+
+// TaskNation takes client credentials in the form body only (the fake
+// refuses HTTP Basic): a token proves the preset sends them there. The
+// generic provider sends HTTP Basic.
+func TestProvider_AuthStyle(t *testing.T) {
+	f := newFixture(t, nil)
+	f.token(t)
+	srv := tasknationtest.NewServer(tasknationtest.Options{AcceptBasicAuth: true})
+	defer srv.Close()
+	g, err := middleware.New(middleware.Config{
+		Provider: middleware.Generic, TokenURL: srv.TokenURL(),
+		ClientID: tasknationtest.DefaultClientID, ClientSecret: tasknationtest.DefaultClientSecret,
+		Scopes: []string{"demand::search"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if _, err := g.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,57 @@
+// Package tasknationtest runs a fake TaskNation OAuth 2.0 authorization server
+// and API on loopback, in the manner of net/http/httptest. It is used by the
+// tokengate tests, by users' own tests and by the demo.
+//
+// The fake follows the TaskNation authentication reference and the habits of
+// real authorization servers that clients trip over:
+//
+//   - POST /oauth2/token takes client_id and client_secret in the form body
+//     only (HTTP Basic is refused with 401 invalid_client unless
+//     Options.AcceptBasicAuth is set) and serves the client_credentials,
+//     authorization_code and refresh_token grants.
+//   - token_type is "bearer" in lower case; expires_in is rounded down when
+//     the answer is written; a client_credentials request without a scope
+//     gets a token with no scope; only an authorization_code grant that
+//     includes offline_access yields a refresh token.
+//   - Refresh tokens rotate: every refresh revokes the old access token and
+//     marks the old refresh token rotated. Reusing it within the grace period
+//     (60 s by default) returns a fresh pair and the successor keeps working;
+//     reusing it later is invalid_grant and revokes the whole token family.
+//   - Authorization codes are single use even when the exchange fails, and a
+//     reused code revokes the tokens of its first exchange. PKCE supports S256.
+//   - GET /oauth2/auth auto-approves (or shows a consent page when
+//     Options.ConsentPage is set) and reports errors to the redirect URI
+//     with error= and state=, except for an unknown client or an
+//     unregistered redirect URI, which get a 400 page.
+//   - /api/... is a fake resource server that checks bearer tokens and the
+//     scope each route needs.
+//   - POST /oauth2/introspect (RFC 7662) and
+//     GET /.well-known/oauth-authorization-server (RFC 8414) are served too.
+//
+// Fault knobs (InjectFault, SetLatency, SetTokenResponder), request counters
+// and an injectable clock (Options.Now) let tests drive retries, grace windows
+// and expiry without sleeping.
+//
+// The server never logs tokens or secrets.
+//
+// Usage:
+//
+//	srv := tasknationtest.NewServer(tasknationtest.Options{})
+//	defer srv.Close()
+//	srv.AddRedirectURI(tasknationtest.DefaultClientID, "http://127.0.0.1:8080/oauth2/callback")
+//
+//	// Point the code under test at srv.TokenURL(), srv.AuthURL() and
+//	// srv.APIURL(), with client ID DefaultClientID and secret
+//	// DefaultClientSecret sent in the form body.
+//
+//	// Make the next refresh succeed on the server but lose its answer:
+//	srv.InjectFault(tasknationtest.Fault{
+//		Kind:  tasknationtest.FaultLostAfterRotation,
+//		Grant: tasknationtest.GrantRefreshToken,
+//		Count: 1,
+//	})
+//	// ... exercise the client, then check what the server saw:
+//	if n := srv.TokenRequests(tasknationtest.GrantRefreshToken); n != 2 {
+//		t.Errorf("refresh requests = %d, want 2", n)
+//	}
+package tasknationtest

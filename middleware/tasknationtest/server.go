@@ -1,0 +1,532 @@
+package tasknationtest
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Default credentials and subject of a server built with zero Options.
+const (
+	// DefaultClientID is the client ID of the client registered when
+	// Options.Clients is nil.
+	DefaultClientID = "tn-test-client"
+	// DefaultClientSecret is the secret of the default client.
+	DefaultClientSecret = "tn-test-secret"
+	// DefaultUser is the subject approved by /oauth2/auth when the request
+	// carries no login_hint.
+	DefaultUser = "user-1"
+)
+
+// Grant types served by the token endpoint.
+const (
+	// GrantAuthorizationCode is the authorization_code grant (user context).
+	GrantAuthorizationCode = "authorization_code"
+	// GrantClientCredentials is the client_credentials grant (application context).
+	GrantClientCredentials = "client_credentials"
+	// GrantRefreshToken is the refresh_token grant.
+	GrantRefreshToken = "refresh_token"
+)
+
+// ScopeOfflineAccess is the scope that yields refresh tokens.
+const ScopeOfflineAccess = "offline_access"
+
+// Token prefixes. Tokens are the prefix followed by 32 random bytes in
+// unpadded base64url.
+const (
+	// AccessTokenPrefix starts every access token.
+	AccessTokenPrefix = "tn_at_"
+	// RefreshTokenPrefix starts every refresh token.
+	RefreshTokenPrefix = "tn_rt_"
+	// CodePrefix starts every authorization code.
+	CodePrefix = "tn_code_"
+)
+
+// Scopes maps every scope of the TaskNation catalog to its partner type
+// ("supply", "demand" or "both"). Treat it as read-only.
+var Scopes = map[string]string{
+	"supply::businesses": "supply",
+	"supply::leads":      "supply",
+	"supply::messages":   "supply",
+	"supply::reviews":    "supply",
+	"demand::requests":   "demand",
+	"demand::categories": "demand",
+	"demand::search":     "demand",
+	ScopeOfflineAccess:   "both",
+}
+
+// scopeDescriptions are shown on the consent page.
+var scopeDescriptions = map[string]string{
+	"supply::businesses": "Read/write business profiles",
+	"supply::leads":      "Access and manage leads/negotiations",
+	"supply::messages":   "Send and receive messages",
+	"supply::reviews":    "Read business reviews",
+	"demand::requests":   "Create and manage service requests",
+	"demand::categories": "Browse service categories",
+	"demand::search":     "Search for businesses",
+	ScopeOfflineAccess:   "Receive refresh tokens (180-day validity)",
+}
+
+var allGrants = []string{GrantAuthorizationCode, GrantClientCredentials, GrantRefreshToken}
+
+// Client is an OAuth client registered with the fake server.
+type Client struct {
+	// ID and Secret are the client credentials, sent as client_id and
+	// client_secret in the token request body.
+	ID, Secret string
+	// RedirectURIs are the registered redirect URIs, matched exactly.
+	RedirectURIs []string
+	// Grants lists the grant types the client may use; nil allows all three.
+	Grants []string
+	// Scopes lists the scopes the client may request; nil allows the whole catalog.
+	Scopes []string
+}
+
+// Options configure a Server. The zero value is a working server with one
+// client (DefaultClientID / DefaultClientSecret) and no redirect URIs.
+type Options struct {
+	// Clients registered at start; nil registers one client with
+	// DefaultClientID and DefaultClientSecret and no redirect URIs.
+	Clients []Client
+	// TokenLifetime is the access token lifetime; default 1h.
+	TokenLifetime time.Duration
+	// RefreshLifetime is the refresh token lifetime, counted from the
+	// original authorization_code grant; default 180 days.
+	RefreshLifetime time.Duration
+	// GracePeriod is the window after a rotation during which the old refresh
+	// token may be reused; default 60s, a negative value disables it.
+	GracePeriod time.Duration
+	// CodeLifetime is the authorization code (and consent form) lifetime;
+	// default 10 minutes.
+	CodeLifetime time.Duration
+	// Now is the clock; default time.Now. Tests inject one to drive grace
+	// windows and expiry without sleeping. It must be safe for concurrent use.
+	Now func() time.Time
+	// AcceptBasicAuth lets clients authenticate with HTTP Basic. By default,
+	// like TaskNation, only client_id and client_secret in the form body are
+	// accepted and Basic gets 401 invalid_client.
+	AcceptBasicAuth bool
+	// ConsentPage makes /oauth2/auth show an HTML consent page (title
+	// "Authorize <client>", the scopes listed, buttons id="approve" and
+	// id="deny") instead of approving at once. Each button's form POSTs
+	// form_token (single use, valid for CodeLifetime) and decision
+	// ("approve" or "deny") back to /oauth2/auth.
+	ConsentPage bool
+	// Listener, if set, is the listener the server serves on (for example a
+	// fixed loopback port for a demo); the Server takes ownership of it.
+	// Default: a new listener on 127.0.0.1:0.
+	Listener net.Listener
+}
+
+// Server is a running fake TaskNation authorization server and API.
+type Server struct {
+	// URL is the base URL, "http://127.0.0.1:port", with no trailing slash.
+	URL string
+
+	opts      Options
+	hs        *httptest.Server
+	done      chan struct{}
+	closeOnce sync.Once
+
+	mu      sync.Mutex // guards everything below up to the counters
+	clients map[string]*clientState
+	codes   map[string]*authCode
+	pending map[string]*pendingConsent
+	access  map[string]*accessToken
+	refresh map[string]*refreshToken
+
+	tokenTotal atomic.Int64
+	apiTotal   atomic.Int64
+	grantMu    sync.Mutex
+	grantCount map[string]int64
+
+	faultMu   sync.Mutex
+	faults    []*activeFault
+	latency   atomic.Int64 // time.Duration
+	responder atomic.Pointer[http.HandlerFunc]
+
+	testHook atomic.Pointer[func(event string)]
+}
+
+type clientState struct {
+	id, secret   string
+	redirectURIs []string
+	grants       []string
+	scopes       []string // nil = catalog
+}
+
+func (c *clientState) allowsGrant(g string) bool { return slices.Contains(c.grants, g) }
+
+func (c *clientState) allowsScope(sc string) bool {
+	if _, ok := Scopes[sc]; !ok {
+		return false
+	}
+	return c.scopes == nil || slices.Contains(c.scopes, sc)
+}
+
+// family groups every token descended from one authorization_code exchange.
+type family struct {
+	clientID, subject string
+	scopes            []string // granted by the original exchange
+	refreshExpiry     time.Time
+	revoked           bool
+}
+
+type accessToken struct {
+	clientID, subject string
+	scopes            []string
+	issuedAt          time.Time
+	expiresAt         time.Time
+	revoked           bool
+	family            *family // nil for client_credentials
+}
+
+func (a *accessToken) activeAt(now time.Time) bool {
+	return !a.revoked && now.Before(a.expiresAt) && (a.family == nil || !a.family.revoked)
+}
+
+type refreshToken struct {
+	family    *family
+	access    string // the access token issued alongside
+	issuedAt  time.Time
+	rotatedAt time.Time // zero until first used
+}
+
+type authCode struct {
+	req       authRequest
+	expiresAt time.Time
+	used      bool
+	family    *family // set by the first successful exchange
+}
+
+// NewServer starts a server. The caller must call Close.
+// It panics on an invalid Options.Clients entry (empty or duplicate ID,
+// unknown grant or scope, redirect URI that is not an absolute URL).
+func NewServer(opts Options) *Server {
+	if opts.TokenLifetime <= 0 {
+		opts.TokenLifetime = time.Hour
+	}
+	if opts.RefreshLifetime <= 0 {
+		opts.RefreshLifetime = 180 * 24 * time.Hour
+	}
+	switch {
+	case opts.GracePeriod == 0:
+		opts.GracePeriod = 60 * time.Second
+	case opts.GracePeriod < 0:
+		opts.GracePeriod = 0
+	}
+	if opts.CodeLifetime <= 0 {
+		opts.CodeLifetime = 10 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{
+		opts:       opts,
+		done:       make(chan struct{}),
+		clients:    map[string]*clientState{},
+		codes:      map[string]*authCode{},
+		pending:    map[string]*pendingConsent{},
+		access:     map[string]*accessToken{},
+		refresh:    map[string]*refreshToken{},
+		grantCount: map[string]int64{},
+	}
+	clients := opts.Clients
+	if clients == nil {
+		clients = []Client{{ID: DefaultClientID, Secret: DefaultClientSecret}}
+	}
+	for _, c := range clients {
+		s.AddClient(c)
+	}
+	s.opts.Clients = nil // the registry in s.clients is authoritative
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/oauth2/token", s.handleToken)
+	mux.HandleFunc("/oauth2/auth", s.handleAuth)
+	mux.HandleFunc("/oauth2/introspect", s.handleIntrospect)
+	mux.HandleFunc("/.well-known/oauth-authorization-server", s.handleMetadata)
+	mux.HandleFunc("/api/", s.handleAPI)
+
+	if opts.Listener != nil {
+		s.hs = httptest.NewUnstartedServer(mux)
+		s.hs.Listener.Close()
+		s.hs.Listener = opts.Listener
+		s.hs.Start()
+	} else {
+		s.hs = httptest.NewServer(mux)
+	}
+	s.URL = strings.TrimSuffix(s.hs.URL, "/")
+	return s
+}
+
+// Close stops the server, aborts requests waiting in SetLatency, and blocks
+// until all outstanding requests have completed.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.hs.Close()
+	})
+}
+
+// TokenURL returns the token endpoint, URL+"/oauth2/token".
+func (s *Server) TokenURL() string { return s.URL + "/oauth2/token" }
+
+// AuthURL returns the authorization endpoint, URL+"/oauth2/auth".
+func (s *Server) AuthURL() string { return s.URL + "/oauth2/auth" }
+
+// APIURL returns the base of the fake API, URL+"/api".
+func (s *Server) APIURL() string { return s.URL + "/api" }
+
+// IntrospectURL returns the RFC 7662 introspection endpoint, URL+"/oauth2/introspect".
+func (s *Server) IntrospectURL() string { return s.URL + "/oauth2/introspect" }
+
+// AddClient registers a client after start. It panics if the ID is empty or
+// already registered, or if a grant, scope or redirect URI is invalid.
+func (s *Server) AddClient(c Client) {
+	if c.ID == "" {
+		panic("tasknationtest: client with empty ID")
+	}
+	cs := &clientState{id: c.ID, secret: c.Secret, grants: slices.Clone(c.Grants)}
+	if c.Grants == nil {
+		cs.grants = slices.Clone(allGrants)
+	}
+	for _, g := range cs.grants {
+		if !slices.Contains(allGrants, g) {
+			panic(fmt.Sprintf("tasknationtest: client %q: unknown grant %q", c.ID, g))
+		}
+	}
+	if c.Scopes != nil {
+		cs.scopes = slices.Clone(c.Scopes)
+		for _, sc := range cs.scopes {
+			if _, ok := Scopes[sc]; !ok {
+				panic(fmt.Sprintf("tasknationtest: client %q: unknown scope %q", c.ID, sc))
+			}
+		}
+	}
+	for _, u := range c.RedirectURIs {
+		mustRedirectURI(u)
+	}
+	cs.redirectURIs = slices.Clone(c.RedirectURIs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.clients[c.ID]; dup {
+		panic(fmt.Sprintf("tasknationtest: duplicate client %q", c.ID))
+	}
+	s.clients[c.ID] = cs
+}
+
+// AddRedirectURI registers uri (matched exactly) for clientID, for example
+// once a gateway's port is known. It panics if the client is unknown or uri
+// is not an absolute URL without a fragment.
+func (s *Server) AddRedirectURI(clientID, uri string) {
+	mustRedirectURI(uri)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.clients[clientID]
+	if c == nil {
+		panic(fmt.Sprintf("tasknationtest: AddRedirectURI: unknown client %q", clientID))
+	}
+	if !slices.Contains(c.redirectURIs, uri) {
+		c.redirectURIs = append(c.redirectURIs, uri)
+	}
+}
+
+func mustRedirectURI(uri string) {
+	u, err := url.Parse(uri)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" {
+		panic(fmt.Sprintf("tasknationtest: invalid redirect URI %q: want an absolute URL without fragment", uri))
+	}
+}
+
+// TokenRequests returns how many token-endpoint requests arrived with the
+// given grant_type, counted on arrival (before latency, responder and
+// faults). grant "" returns the total of all requests, including those with
+// an unknown or missing grant type or a wrong method.
+func (s *Server) TokenRequests(grant string) int64 {
+	if grant == "" {
+		return s.tokenTotal.Load()
+	}
+	s.grantMu.Lock()
+	defer s.grantMu.Unlock()
+	return s.grantCount[grant]
+}
+
+// APIRequests returns how many requests reached /api/, whatever their outcome.
+func (s *Server) APIRequests() int64 { return s.apiTotal.Load() }
+
+// ResetCounters sets all request counters to zero.
+func (s *Server) ResetCounters() {
+	s.grantMu.Lock()
+	clear(s.grantCount)
+	s.tokenTotal.Store(0)
+	s.grantMu.Unlock()
+	s.apiTotal.Store(0)
+}
+
+func (s *Server) countToken(grant string) {
+	s.grantMu.Lock()
+	s.tokenTotal.Add(1)
+	if grant != "" {
+		s.grantCount[grant]++
+	}
+	s.grantMu.Unlock()
+}
+
+// Active reports whether accessToken was issued by this server, has not
+// expired and has not been revoked (directly, by rotation or with its family).
+func (s *Server) Active(accessToken string) bool {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.access[accessToken]
+	return a != nil && a.activeAt(now)
+}
+
+// RefreshActive reports whether refreshToken would be accepted by the
+// refresh_token grant now: issued here, family not revoked, not past its
+// lifetime, and either not yet used or used within the grace period.
+func (s *Server) RefreshActive(refreshToken string) bool {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rt := s.refresh[refreshToken]
+	return rt != nil && s.refreshUsableLocked(rt, now)
+}
+
+func (s *Server) refreshUsableLocked(rt *refreshToken, now time.Time) bool {
+	f := rt.family
+	if f.revoked || !now.Before(f.refreshExpiry) {
+		return false
+	}
+	return rt.rotatedAt.IsZero() || now.Sub(rt.rotatedAt) <= s.opts.GracePeriod
+}
+
+// Revoke revokes one access token; the API then answers it with 401
+// invalid_token. Unknown tokens are ignored.
+func (s *Server) Revoke(accessToken string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.access[accessToken]; a != nil {
+		a.revoked = true
+	}
+}
+
+func (s *Server) now() time.Time { return s.opts.Now() }
+
+func (s *Server) hook(event string) {
+	if f := s.testHook.Load(); f != nil {
+		(*f)(event)
+	}
+}
+
+// randomToken returns prefix + 32 random bytes in unpadded base64url.
+func randomToken(prefix string) string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand panics instead)
+	return prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// parseScopes splits a space-delimited scope parameter, dropping empty
+// entries and duplicates while keeping order.
+func parseScopes(param string) []string {
+	var out []string
+	for sc := range strings.SplitSeq(param, " ") {
+		if sc != "" && !slices.Contains(out, sc) {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+// oauthError is an RFC 6749 error answer.
+type oauthError struct {
+	status      int
+	code        string
+	description string
+}
+
+type errorBody struct {
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description,omitempty"`
+}
+
+func errf(status int, code, format string, args ...any) *oauthError {
+	return &oauthError{status: status, code: code, description: fmt.Sprintf(format, args...)}
+}
+
+// writeJSON writes v as a JSON answer that must not be cached.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeOAuthError writes e as an RFC 6749 JSON error body.
+func writeOAuthError(w http.ResponseWriter, e *oauthError) {
+	switch e.status {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Basic realm="tasknation"`)
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", http.MethodPost)
+	}
+	writeJSON(w, e.status, errorBody{Error: e.code, ErrorDescription: e.description})
+}
+
+var errorPageTmpl = template.Must(template.New("error").Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{.Title}} - TaskNation</title></head>
+<body><h1>{{.Title}}</h1><p id="error">{{.Message}}</p></body></html>
+`))
+
+// writeErrorPage answers with a small HTML error page (used where RFC 6749
+// forbids redirecting back to the client).
+func writeErrorPage(w http.ResponseWriter, status int, title, message string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Frame-Options", "DENY")
+	w.WriteHeader(status)
+	_ = errorPageTmpl.Execute(w, struct{ Title, Message string }{title, message})
+}
+
+// handleMetadata serves RFC 8414 authorization server metadata.
+func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "invalid_request", ErrorDescription: "method not allowed"})
+		return
+	}
+	authMethods := []string{"client_secret_post"}
+	if s.opts.AcceptBasicAuth {
+		authMethods = append(authMethods, "client_secret_basic")
+	}
+	scopes := make([]string, 0, len(Scopes))
+	for sc := range Scopes {
+		scopes = append(scopes, sc)
+	}
+	slices.Sort(scopes)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                s.URL,
+		"authorization_endpoint":                s.AuthURL(),
+		"token_endpoint":                        s.TokenURL(),
+		"introspection_endpoint":                s.IntrospectURL(),
+		"scopes_supported":                      scopes,
+		"response_types_supported":              []string{"code"},
+		"grant_types_supported":                 allGrants,
+		"token_endpoint_auth_methods_supported": authMethods,
+		"code_challenge_methods_supported":      []string{"S256"},
+	})
+}

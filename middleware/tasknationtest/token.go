@@ -1,0 +1,368 @@
+package tasknationtest
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// maxFormBytes caps token and introspection request bodies.
+const maxFormBytes = 64 << 10
+
+// tokenBody is a successful token answer; ExpiresIn is filled in when written.
+type tokenBody struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// tokenResult is the outcome of a token request, computed before it is
+// written (or dropped by FaultLostAfterRotation).
+type tokenResult struct {
+	err       *oauthError
+	body      tokenBody
+	expiresAt time.Time
+}
+
+// handleToken serves POST /oauth2/token. Order: count, latency, responder,
+// faults, grant processing, answer.
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	var grant string
+	var formErr error
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		formErr = r.ParseForm()
+		grant = r.PostForm.Get("grant_type")
+	}
+	s.countToken(grant)
+
+	if !s.delay(r) {
+		return
+	}
+	if h := s.responder.Load(); h != nil {
+		(*h)(w, r)
+		return
+	}
+	f := s.takeFault(grant)
+	switch f.Kind {
+	case FaultStatus:
+		writeOAuthError(w, errf(f.Status, "server_error", "the authorization server is temporarily unavailable"))
+		return
+	case FaultGarbage:
+		writeGarbage(w)
+		return
+	case FaultDrop:
+		dropConnection(w)
+		return
+	}
+	res := s.token(r, formErr)
+	if f.Kind == FaultLostAfterRotation {
+		dropConnection(w)
+		return
+	}
+	if res.err != nil {
+		writeOAuthError(w, res.err)
+		return
+	}
+	body := res.body
+	body.ExpiresIn = max(int64(res.expiresAt.Sub(s.now())/time.Second), 0)
+	writeJSON(w, http.StatusOK, body)
+}
+
+// token validates the request and runs its grant.
+func (s *Server) token(r *http.Request, formErr error) tokenResult {
+	if r.Method != http.MethodPost {
+		return tokenResult{err: errf(http.StatusMethodNotAllowed, "invalid_request", "the token endpoint accepts POST only")}
+	}
+	if e := checkForm(r, formErr); e != nil {
+		return tokenResult{err: e}
+	}
+	grant := r.PostForm.Get("grant_type")
+	if grant == "" {
+		return tokenResult{err: errf(http.StatusBadRequest, "invalid_request", "missing grant_type")}
+	}
+	client, e := s.authenticateClient(r)
+	if e != nil {
+		return tokenResult{err: e}
+	}
+	if !slices.Contains(allGrants, grant) {
+		return tokenResult{err: errf(http.StatusBadRequest, "unsupported_grant_type", "grant type %q is not supported", grant)}
+	}
+	if !client.allowsGrant(grant) {
+		return tokenResult{err: errf(http.StatusBadRequest, "unauthorized_client", "the client may not use grant type %q", grant)}
+	}
+	switch grant {
+	case GrantClientCredentials:
+		return s.clientCredentials(r, client)
+	case GrantAuthorizationCode:
+		return s.authorizationCode(r, client)
+	default:
+		return s.refreshGrant(r, client)
+	}
+}
+
+// checkForm requires a parsed form body with no repeated parameter.
+func checkForm(r *http.Request, formErr error) *oauthError {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return errf(http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+	}
+	if formErr != nil {
+		return errf(http.StatusBadRequest, "invalid_request", "malformed form body")
+	}
+	for k, v := range r.PostForm {
+		if len(v) > 1 {
+			return errf(http.StatusBadRequest, "invalid_request", "parameter %q is repeated", k)
+		}
+	}
+	return nil
+}
+
+// authenticateClient checks the client credentials: form body only, or HTTP
+// Basic when Options.AcceptBasicAuth is set.
+func (s *Server) authenticateClient(r *http.Request) (*clientState, *oauthError) {
+	fail := errf(http.StatusUnauthorized, "invalid_client", "client authentication failed")
+	id, secret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	if r.Header.Get("Authorization") != "" {
+		if !s.opts.AcceptBasicAuth {
+			return nil, errf(http.StatusUnauthorized, "invalid_client",
+				"client authentication failed: send client_id and client_secret in the request body, HTTP Basic is not supported")
+		}
+		bid, bsecret, ok := r.BasicAuth()
+		if !ok {
+			return nil, fail
+		}
+		if r.PostForm.Has("client_secret") {
+			return nil, errf(http.StatusBadRequest, "invalid_request", "more than one client authentication method used")
+		}
+		var err1, err2 error
+		bid, err1 = url.QueryUnescape(bid)
+		bsecret, err2 = url.QueryUnescape(bsecret)
+		if err1 != nil || err2 != nil || (id != "" && id != bid) {
+			return nil, fail
+		}
+		id, secret = bid, bsecret
+	}
+	if id == "" || secret == "" {
+		return nil, fail
+	}
+	s.mu.Lock()
+	c := s.clients[id]
+	s.mu.Unlock()
+	if c == nil || subtle.ConstantTimeCompare([]byte(secret), []byte(c.secret)) != 1 {
+		return nil, fail
+	}
+	return c, nil
+}
+
+func (s *Server) clientCredentials(r *http.Request, c *clientState) tokenResult {
+	scopes := parseScopes(r.PostForm.Get("scope"))
+	for _, sc := range scopes {
+		if !c.allowsScope(sc) {
+			return tokenResult{err: errf(http.StatusBadRequest, "invalid_scope", "scope %q is unknown or not allowed for this client", sc)}
+		}
+	}
+	// offline_access is never granted without a user.
+	scopes = slices.DeleteFunc(scopes, func(sc string) bool { return sc == ScopeOfflineAccess })
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, a := s.newAccessLocked(c.id, "", scopes, nil, now)
+	return tokenResult{body: tokenBody{AccessToken: at, TokenType: "bearer", Scope: strings.Join(scopes, " ")}, expiresAt: a.expiresAt}
+}
+
+func (s *Server) authorizationCode(r *http.Request, c *clientState) tokenResult {
+	code := r.PostForm.Get("code")
+	if code == "" {
+		return tokenResult{err: errf(http.StatusBadRequest, "invalid_request", "missing code")}
+	}
+	invalid := func(desc string) tokenResult {
+		return tokenResult{err: errf(http.StatusBadRequest, "invalid_grant", "%s", desc)}
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ac := s.codes[code]
+	if ac == nil {
+		return invalid("unknown authorization code")
+	}
+	if ac.used {
+		if ac.family != nil {
+			ac.family.revoked = true
+		}
+		return invalid("authorization code already used; tokens issued from it are revoked")
+	}
+	ac.used = true // single use, even when the exchange fails below
+	if !now.Before(ac.expiresAt) {
+		return invalid("authorization code expired")
+	}
+	if ac.req.clientID != c.id {
+		return invalid("authorization code was issued to another client")
+	}
+	if r.PostForm.Get("redirect_uri") != ac.req.redirectURI {
+		return invalid("redirect_uri does not match the authorization request")
+	}
+	verifier := r.PostForm.Get("code_verifier")
+	switch {
+	case ac.req.challenge != "" && verifier == "":
+		return invalid("missing code_verifier")
+	case ac.req.challenge != "":
+		sum := sha256.Sum256([]byte(verifier))
+		if subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(ac.req.challenge)) != 1 {
+			return invalid("code_verifier does not match the code_challenge")
+		}
+	case verifier != "":
+		return invalid("code_verifier sent but the authorization request had no code_challenge")
+	}
+
+	fam := &family{
+		clientID:      c.id,
+		subject:       ac.req.subject,
+		scopes:        slices.Clone(ac.req.scopes),
+		refreshExpiry: now.Add(s.opts.RefreshLifetime),
+	}
+	ac.family = fam
+	at, a := s.newAccessLocked(c.id, fam.subject, fam.scopes, fam, now)
+	body := tokenBody{AccessToken: at, TokenType: "bearer", Scope: strings.Join(fam.scopes, " ")}
+	if slices.Contains(fam.scopes, ScopeOfflineAccess) {
+		body.RefreshToken = s.newRefreshLocked(fam, at, now)
+	}
+	return tokenResult{body: body, expiresAt: a.expiresAt}
+}
+
+func (s *Server) refreshGrant(r *http.Request, c *clientState) tokenResult {
+	rtValue := r.PostForm.Get("refresh_token")
+	if rtValue == "" {
+		return tokenResult{err: errf(http.StatusBadRequest, "invalid_request", "missing refresh_token")}
+	}
+	invalid := func(desc string) tokenResult {
+		return tokenResult{err: errf(http.StatusBadRequest, "invalid_grant", "%s", desc)}
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rt := s.refresh[rtValue]
+	if rt == nil {
+		return invalid("unknown refresh token")
+	}
+	fam := rt.family
+	if fam.clientID != c.id {
+		return invalid("refresh token was issued to another client")
+	}
+	if fam.revoked {
+		return invalid("refresh token revoked")
+	}
+	if !now.Before(fam.refreshExpiry) {
+		return invalid("refresh token expired")
+	}
+	if !rt.rotatedAt.IsZero() && now.Sub(rt.rotatedAt) > s.opts.GracePeriod {
+		fam.revoked = true
+		return invalid("refresh token reused after rotation; the token family is revoked")
+	}
+	scopes := fam.scopes
+	if sp := r.PostForm.Get("scope"); sp != "" {
+		scopes = parseScopes(sp)
+		for _, sc := range scopes {
+			if !slices.Contains(fam.scopes, sc) {
+				return tokenResult{err: errf(http.StatusBadRequest, "invalid_scope", "scope %q exceeds the scope originally granted", sc)}
+			}
+		}
+	}
+	if rt.rotatedAt.IsZero() {
+		rt.rotatedAt = now
+		if old := s.access[rt.access]; old != nil {
+			old.revoked = true
+		}
+	}
+	// Within the grace window a reuse gets a fresh pair; earlier successors stay valid.
+	at, a := s.newAccessLocked(c.id, fam.subject, scopes, fam, now)
+	return tokenResult{
+		body: tokenBody{
+			AccessToken:  at,
+			TokenType:    "bearer",
+			RefreshToken: s.newRefreshLocked(fam, at, now),
+			Scope:        strings.Join(scopes, " "),
+		},
+		expiresAt: a.expiresAt,
+	}
+}
+
+func (s *Server) newAccessLocked(clientID, subject string, scopes []string, fam *family, now time.Time) (string, *accessToken) {
+	v := randomToken(AccessTokenPrefix)
+	a := &accessToken{
+		clientID:  clientID,
+		subject:   subject,
+		scopes:    slices.Clone(scopes),
+		issuedAt:  now,
+		expiresAt: now.Add(s.opts.TokenLifetime),
+		family:    fam,
+	}
+	s.access[v] = a
+	return v, a
+}
+
+func (s *Server) newRefreshLocked(fam *family, accessValue string, now time.Time) string {
+	v := randomToken(RefreshTokenPrefix)
+	s.refresh[v] = &refreshToken{family: fam, access: accessValue, issuedAt: now}
+	return v
+}
+
+// handleIntrospect serves RFC 7662 token introspection for access and
+// refresh tokens of the authenticated client.
+func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		writeOAuthError(w, errf(http.StatusMethodNotAllowed, "invalid_request", "the introspection endpoint accepts POST only"))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if e := checkForm(r, r.ParseForm()); e != nil {
+		writeOAuthError(w, e)
+		return
+	}
+	c, e := s.authenticateClient(r)
+	if e != nil {
+		writeOAuthError(w, e)
+		return
+	}
+	tok := r.PostForm.Get("token")
+	if tok == "" {
+		writeOAuthError(w, errf(http.StatusBadRequest, "invalid_request", "missing token"))
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.access[tok]; a != nil && a.clientID == c.id && a.activeAt(now) {
+		writeJSON(w, http.StatusOK, map[string]any{
+			"active":     true,
+			"client_id":  a.clientID,
+			"sub":        a.subject,
+			"scope":      strings.Join(a.scopes, " "),
+			"token_type": "bearer",
+			"exp":        a.expiresAt.Unix(),
+			"iat":        a.issuedAt.Unix(),
+		})
+		return
+	}
+	if rt := s.refresh[tok]; rt != nil && rt.family.clientID == c.id && s.refreshUsableLocked(rt, now) {
+		writeJSON(w, http.StatusOK, map[string]any{
+			"active":     true,
+			"client_id":  rt.family.clientID,
+			"sub":        rt.family.subject,
+			"scope":      strings.Join(rt.family.scopes, " "),
+			"token_type": "refresh_token",
+			"exp":        rt.family.refreshExpiry.Unix(),
+			"iat":        rt.issuedAt.Unix(),
+		})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"active": false})
+}

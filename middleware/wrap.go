@@ -1,0 +1,67 @@
+package middleware
+
+import (
+	"errors"
+	"io"
+	"net/http"
+)
+
+// errClientGone marks a caller whose context ended while it waited.
+var errClientGone = errors.New("middleware: caller's context ended while waiting for a token")
+
+// Wrap returns a handler that sets "Authorization: Bearer <token>" on each
+// request, after dropping any Authorization header the client sent, and
+// calls next. When no valid token can be had it answers 503
+// token_unavailable (JSON, with Retry-After) and next is not called: a
+// request is never forwarded without a token.
+func (g *Gate) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e, err := g.current(r.Context(), g.app)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		// Direct map writes: the key is canonical already, and Set would
+		// canonicalize it again on every request.
+		r.Header["Authorization"] = []string{e.header}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Transport returns a RoundTripper that sends each request through base
+// with "Authorization: Bearer <token>" set (replacing any Authorization
+// header). The caller's request is not modified. A nil base means
+// http.DefaultTransport.
+func (g *Gate) Transport(base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return &transport{g: g, base: base}
+}
+
+type transport struct {
+	g    *Gate
+	base http.RoundTripper
+}
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	e, err := t.g.current(req.Context(), t.g.app)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close() // RoundTrippers must close the body, even on errors
+		}
+		return nil, err
+	}
+	// A shallow copy with a fresh header map is enough: only the
+	// Authorization entry differs, and no header value slice is written.
+	r2 := new(http.Request)
+	*r2 = *req
+	r2.Header = make(http.Header, len(req.Header)+1)
+	for k, v := range req.Header {
+		r2.Header[k] = v
+	}
+	r2.Header["Authorization"] = []string{e.header}
+	return t.base.RoundTrip(r2)
+}
+
+var _ io.Closer = (*Gate)(nil)
