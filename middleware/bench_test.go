@@ -64,26 +64,26 @@ func staticMiddleware(next http.Handler) http.Handler {
 	})
 }
 
-func BenchmarkBaseline_StaticHeader(b *testing.B) {
-	benchHandler(b, staticMiddleware(nopHandler))
-}
-
-func BenchmarkBaseline_StaticHeaderParallel(b *testing.B) {
-	benchHandlerParallel(b, staticMiddleware(nopHandler))
-}
-
 func primedGate(b *testing.B) *middleware.Gate {
 	f := newFixture(b, func(c *middleware.Config) { c.Clock = middleware.SystemClock{} })
 	f.token(b)
 	return f.gate
 }
 
+// Sub-benchmarks are named impl=...: `benchstat -col /impl` then prints
+// each against the first, the baseline, from the same run.
 func BenchmarkWrap_CacheHit(b *testing.B) {
-	benchHandler(b, primedGate(b).Wrap(nopHandler))
+	b.Run("impl=baseline", func(b *testing.B) { benchHandler(b, staticMiddleware(nopHandler)) })
+	b.Run("impl=tokengate", func(b *testing.B) { benchHandler(b, primedGate(b).Wrap(nopHandler)) })
+	b.Run("impl=x-oauth2", func(b *testing.B) { benchHandler(b, xoauth2Middleware(xoauth2Source(b), nopHandler)) })
 }
 
 func BenchmarkWrap_Parallel(b *testing.B) {
-	benchHandlerParallel(b, primedGate(b).Wrap(nopHandler))
+	b.Run("impl=baseline", func(b *testing.B) { benchHandlerParallel(b, staticMiddleware(nopHandler)) })
+	b.Run("impl=tokengate", func(b *testing.B) { benchHandlerParallel(b, primedGate(b).Wrap(nopHandler)) })
+	b.Run("impl=x-oauth2", func(b *testing.B) {
+		benchHandlerParallel(b, xoauth2Middleware(xoauth2Source(b), nopHandler))
+	})
 }
 
 // xoauth2Source is x/oauth2's usual application-token source, primed.
@@ -113,14 +113,6 @@ func xoauth2Middleware(ts oauth2.TokenSource, next http.Handler) http.Handler {
 	})
 }
 
-func BenchmarkXOAuth2_ReuseTokenSource(b *testing.B) {
-	benchHandler(b, xoauth2Middleware(xoauth2Source(b), nopHandler))
-}
-
-func BenchmarkXOAuth2_ReuseTokenSourceParallel(b *testing.B) {
-	benchHandlerParallel(b, xoauth2Middleware(xoauth2Source(b), nopHandler))
-}
-
 func benchRoundTrip(b *testing.B, rt http.RoundTripper) {
 	req := httptest.NewRequest("GET", "http://api.test/api/v1/search", nil)
 	req.RequestURI = ""
@@ -146,16 +138,12 @@ func (c cloneSet) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.base.RoundTrip(r2)
 }
 
-func BenchmarkBaseline_CloneSet(b *testing.B) {
-	benchRoundTrip(b, cloneSet{nopRoundTripper{}})
-}
-
 func BenchmarkTransport_CacheHit(b *testing.B) {
-	benchRoundTrip(b, primedGate(b).Transport(nopRoundTripper{}))
-}
-
-func BenchmarkXOAuth2_Transport(b *testing.B) {
-	benchRoundTrip(b, &oauth2.Transport{Source: xoauth2Source(b), Base: nopRoundTripper{}})
+	b.Run("impl=baseline", func(b *testing.B) { benchRoundTrip(b, cloneSet{nopRoundTripper{}}) })
+	b.Run("impl=tokengate", func(b *testing.B) { benchRoundTrip(b, primedGate(b).Transport(nopRoundTripper{})) })
+	b.Run("impl=x-oauth2", func(b *testing.B) {
+		benchRoundTrip(b, &oauth2.Transport{Source: xoauth2Source(b), Base: nopRoundTripper{}})
+	})
 }
 
 // The herd: 1,000 callers arrive together when the token is 5 s from
@@ -209,21 +197,31 @@ func reportHerd(b *testing.B, rs []herdResult) {
 	var p99s []float64
 	var waited, calls, failed float64
 	for _, r := range rs {
-		p99s = append(p99s, float64(r.p99)/float64(time.Microsecond))
+		p99s = append(p99s, r.p99.Seconds())
 		waited += float64(r.waited)
 		calls += float64(r.calls)
 		failed += float64(r.failed)
 	}
 	slices.Sort(p99s)
 	n := float64(len(rs))
-	b.ReportMetric(p99s[len(p99s)/2], "p99-µs")
+	b.ReportMetric(p99s[len(p99s)/2], "p99-sec")
 	b.ReportMetric(waited/n, "waited/op")
 	b.ReportMetric(calls/n, "endpoint-calls/op")
 	b.ReportMetric(failed/n, "failed/op")
 	b.ReportMetric(0, "ns/op")
 }
 
-func BenchmarkHerd_XOAuth2(b *testing.B) {
+func BenchmarkHerd(b *testing.B) {
+	b.Run("impl=x-oauth2", benchHerdXOAuth2)
+	b.Run("impl=tokengate", benchHerdGate)
+}
+
+func BenchmarkHerd503(b *testing.B) {
+	b.Run("impl=x-oauth2", benchHerd503XOAuth2)
+	b.Run("impl=tokengate", benchHerd503Gate)
+}
+
+func benchHerdXOAuth2(b *testing.B) {
 	var rs []herdResult
 	for b.Loop() {
 		b.StopTimer()
@@ -255,7 +253,7 @@ func BenchmarkHerd_XOAuth2(b *testing.B) {
 	reportHerd(b, rs)
 }
 
-func BenchmarkHerd_Gate(b *testing.B) {
+func benchHerdGate(b *testing.B) {
 	var rs []herdResult
 	for b.Loop() {
 		b.StopTimer()
@@ -286,7 +284,7 @@ func BenchmarkHerd_Gate(b *testing.B) {
 // The same herd with the token expired and the endpoint answering 503.
 // x/oauth2 calls the endpoint for every caller (twice each when it probes
 // the auth style); the Gate calls it once and backs off.
-func BenchmarkHerd503_XOAuth2(b *testing.B) {
+func benchHerd503XOAuth2(b *testing.B) {
 	var rs []herdResult
 	for b.Loop() {
 		b.StopTimer()
@@ -317,7 +315,7 @@ func BenchmarkHerd503_XOAuth2(b *testing.B) {
 	reportHerd(b, rs)
 }
 
-func BenchmarkHerd503_Gate(b *testing.B) {
+func benchHerd503Gate(b *testing.B) {
 	var rs []herdResult
 	for b.Loop() {
 		b.StopTimer()

@@ -227,7 +227,7 @@ func (g *Gate) refresh(s *slot) (val any, err error) {
 	}
 	e := g.newEntry(tok)
 	g.install(s, e)
-	g.log.Debug("token obtained",
+	g.log.Info("token obtained",
 		zap.String("grant", "client_credentials"),
 		zap.Duration("lifetime", tok.Lifetime()),
 		zap.Strings("scopes", tok.Scopes),

@@ -56,10 +56,11 @@ func (t *Token) appendBinary(b []byte) []byte {
 // UnmarshalBinary decodes the stored form. A record that is truncated, has
 // trailing bytes or an unknown format is an error, never a panic.
 func (t *Token) UnmarshalBinary(b []byte) error {
-	d, err := decode(b, false)
+	r, err := parse(b)
 	if err != nil {
 		return err
 	}
+	d := decode(b, &r, false)
 	*t = d.Token
 	t.Scopes = append([]string(nil), d.Token.Scopes...)
 	return nil
@@ -69,17 +70,20 @@ func (t *Token) UnmarshalBinary(b []byte) error {
 // one allocation for the struct and one for the text.
 type decoded struct {
 	Token
-	scopes [8]string
+	scopes [4]string
 }
 
-// record is the fixed-size header of a stored token, readable without
-// allocating, so that expired entries are rejected before any copy.
+// record is a parsed stored token before any allocation: enough to reject
+// an expired entry without copying it, and to build the Token after.
 type record struct {
 	expiry, refreshExpiry int64
-	hasRefresh            bool
+	lens                  [4]uint64 // access, type, refresh, scopes
+	text                  []byte
 }
 
-func peek(b []byte) (record, error) {
+// parse reads the header and lengths of a stored token. A record that is
+// truncated, has trailing bytes or an unknown format is an error.
+func parse(b []byte) (record, error) {
 	if len(b) < headerSize {
 		return record{}, fmt.Errorf("%w: %d bytes, want at least %d", errCorrupt, len(b), headerSize)
 	}
@@ -90,71 +94,57 @@ func peek(b []byte) (record, error) {
 		expiry:        int64(binary.BigEndian.Uint64(b[1:])),
 		refreshExpiry: int64(binary.BigEndian.Uint64(b[9:])),
 	}
-	// The refresh token length is the third varint.
 	rest := b[headerSize:]
-	for i := 0; i < 3; i++ {
+	total := uint64(0)
+	for i := range r.lens {
 		n, k := binary.Uvarint(rest)
 		if k <= 0 {
 			return record{}, fmt.Errorf("%w: bad length field", errCorrupt)
 		}
-		rest = rest[k:]
-		if i == 2 {
-			r.hasRefresh = n > 0
+		if n > uint64(len(b)) || total+n > uint64(len(b)) {
+			return record{}, fmt.Errorf("%w: length %d exceeds record", errCorrupt, n)
 		}
+		r.lens[i] = n
+		total += n
+		rest = rest[k:]
 	}
+	if total != uint64(len(rest)) {
+		return record{}, fmt.Errorf("%w: %d bytes of text, want %d", errCorrupt, len(rest), total)
+	}
+	r.text = rest
 	return r, nil
 }
 
-// usable is Token.Usable on the raw header.
-func (r record) usable(now time.Time) bool {
+// usable is Token.Usable on the raw record.
+func (r *record) usable(now time.Time) bool {
 	ns := now.UnixNano()
 	if r.expiry != 0 && ns < r.expiry {
 		return true
 	}
-	return r.hasRefresh && (r.refreshExpiry == 0 || ns < r.refreshExpiry)
+	return r.lens[2] > 0 && (r.refreshExpiry == 0 || ns < r.refreshExpiry)
 }
 
-// decode parses a record. When owned is true, b belongs to the caller alone
-// and is never written again (a copy bigcache made for this read), so the
-// strings may point into it instead of into a second copy.
-func decode(b []byte, owned bool) (*decoded, error) {
-	if _, err := peek(b); err != nil {
-		return nil, err
-	}
-	var lens [4]uint64
-	rest := b[headerSize:]
-	total := uint64(0)
-	for i := range lens {
-		n, k := binary.Uvarint(rest)
-		if k <= 0 {
-			return nil, fmt.Errorf("%w: bad length field", errCorrupt)
-		}
-		lens[i] = n
-		total += n
-		rest = rest[k:]
-		if n > uint64(len(b)) || total > uint64(len(b)) {
-			return nil, fmt.Errorf("%w: length %d exceeds record", errCorrupt, n)
-		}
-	}
-	if total != uint64(len(rest)) {
-		return nil, fmt.Errorf("%w: %d bytes of text, want %d", errCorrupt, len(rest), total)
-	}
+// decode builds the Token of a parsed record b. When owned is true, b
+// belongs to the caller alone and is never written again (a copy bigcache
+// made for this read), so the strings may point into it instead of into a
+// second copy.
+func decode(b []byte, r *record, owned bool) *decoded {
 	var text string
-	if owned && len(rest) > 0 {
-		text = unsafe.String(&rest[0], len(rest))
+	if owned && len(r.text) > 0 {
+		text = unsafe.String(&r.text[0], len(r.text))
 	} else {
-		text = string(rest)
+		text = string(r.text)
 	}
 	d := &decoded{}
 	t := &d.Token
-	t.Expiry = fromUnixNano(int64(binary.BigEndian.Uint64(b[1:])))
-	t.RefreshExpiry = fromUnixNano(int64(binary.BigEndian.Uint64(b[9:])))
+	t.Expiry = fromUnixNano(r.expiry)
+	t.RefreshExpiry = fromUnixNano(r.refreshExpiry)
 	t.ObtainedAt = fromUnixNano(int64(binary.BigEndian.Uint64(b[17:])))
 	t.Version = binary.BigEndian.Uint64(b[25:])
 	off := uint64(0)
 	field := func(i int) string {
-		s := text[off : off+lens[i]]
-		off += lens[i]
+		s := text[off : off+r.lens[i]]
+		off += r.lens[i]
 		return s
 	}
 	t.AccessToken = field(0)
@@ -178,7 +168,7 @@ func decode(b []byte, owned bool) (*decoded, error) {
 		}
 		t.Scopes = append(list, scopes)
 	}
-	return d, nil
+	return d
 }
 
 func unixNano(t time.Time) int64 {

@@ -69,18 +69,15 @@ func (m *MemoryStore) Get(_ context.Context, key string) (*Token, error) {
 		}
 		return nil, fmt.Errorf("tokenstore: memory get: %w", err)
 	}
-	r, err := peek(b)
+	r, err := parse(b)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tokenstore: memory get: %w", err)
 	}
 	if !r.usable(m.now()) {
 		_ = m.cache.Delete(key)
 		return nil, ErrNotFound
 	}
-	d, err := decode(b, true) // bigcache.Get returns a fresh copy
-	if err != nil {
-		return nil, err
-	}
+	d := decode(b, &r, true) // bigcache.Get returns a fresh copy
 	return &d.Token, nil
 }
 
