@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -365,5 +366,17 @@ func TestToken_HerdInRefreshWindowBlocksNobody(t *testing.T) {
 	eventually(t, "the new token", func() bool { return f.token(t) == "tn_at_new" })
 	if got := f.ccRequests(); got != 2 {
 		t.Fatalf("token requests = %d, want 2", got)
+	}
+}
+
+// A hand-built request without a header map still gets the token.
+func TestWrap_NilHeader(t *testing.T) {
+	f := newFixture(t, nil)
+	rec := &recorder{}
+	req := &http.Request{Method: "GET", URL: &url.URL{Path: "/"}}
+	req = req.WithContext(context.Background())
+	f.gate.Wrap(rec).ServeHTTP(httptest.NewRecorder(), req)
+	if rec.count() != 1 || !strings.HasPrefix(rec.seen[0], "Bearer tn_at_") {
+		t.Fatalf("next saw %v", rec.seen)
 	}
 }

@@ -21,8 +21,12 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			writeError(w, err)
 			return
 		}
-		// Direct map writes: the key is canonical already, and Set would
-		// canonicalize it again on every request.
+		if r.Header == nil { // hand-built requests
+			r.Header = make(http.Header, 1)
+		}
+		// A direct map write replaces whatever the client sent under the
+		// canonical key (servers canonicalize incoming names); Set would
+		// canonicalize the constant key again on every request.
 		r.Header["Authorization"] = []string{e.header}
 		next.ServeHTTP(w, r)
 	})
