@@ -67,6 +67,16 @@ type Config struct {
 	Logger *zap.Logger
 	// Clock is the time source. Default: SystemClock.
 	Clock Clock
+	// Observer receives events for metrics. Default: none, and then the
+	// hot path counts nothing.
+	Observer Observer
+}
+
+// Validate reports the first problem New would find in c. Errors name the
+// field at fault, in the Caddyfile's spelling.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
 }
 
 // withDefaults validates c and returns it with defaults applied. Errors

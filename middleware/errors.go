@@ -31,8 +31,11 @@ type errorBody struct {
 	Description string `json:"error_description,omitempty"`
 }
 
-// writeError answers a request that cannot be forwarded.
-func writeError(w http.ResponseWriter, err error) {
+// WriteError answers a request that cannot be forwarded for lack of a
+// token (err from Authorize, Token or a Transport): 503 token_unavailable,
+// JSON, with Retry-After. The body names the kind of failure and nothing
+// the token endpoint said.
+func WriteError(w http.ResponseWriter, err error) {
 	status, body := http.StatusServiceUnavailable, errorBody{Error: "token_unavailable"}
 	var ue *UnavailableError
 	if errors.As(err, &ue) {

@@ -118,6 +118,7 @@ type exchanger struct {
 	client  *http.Client
 	timeout time.Duration
 	now     func() time.Time
+	obs     Observer
 }
 
 func newExchanger(c Config) *exchanger {
@@ -134,6 +135,7 @@ func newExchanger(c Config) *exchanger {
 		client:  &hc,
 		timeout: c.RequestTimeout,
 		now:     c.Clock.Now,
+		obs:     c.Observer,
 	}
 }
 
@@ -146,10 +148,26 @@ func (x *exchanger) clientCredentials(ctx context.Context) (*tokenstore.Token, e
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, x.client)
 	sent := x.now()
 	tok, err := x.cc.Token(ctx)
-	if err != nil {
-		return nil, classify(grant, ctx, err)
+	if err == nil {
+		var t *tokenstore.Token
+		if t, err = x.validate(grant, tok, sent, x.cc.Scopes); err == nil {
+			x.observe(grant, "success", sent)
+			return t, nil
+		}
+	} else {
+		err = classify(grant, ctx, err)
 	}
-	return x.validate(grant, tok, sent, x.cc.Scopes)
+	var ee *EndpointError
+	if errors.As(err, &ee) {
+		x.observe(grant, ee.Kind, sent)
+	}
+	return nil, err
+}
+
+func (x *exchanger) observe(grant, outcome string, sent time.Time) {
+	if x.obs != nil {
+		x.obs.TokenRequest(grant, outcome, x.now().Sub(sent))
+	}
 }
 
 // validate turns an x/oauth2 token into ours, rejecting answers that parse

@@ -129,11 +129,20 @@ func (g *Gate) current(ctx context.Context, s *slot) (*entry, error) {
 	if e := s.cur.Load(); e != nil {
 		switch e.phase.Load() {
 		case phaseFresh:
+			if o := g.cfg.Observer; o != nil {
+				o.CacheLookup(true)
+			}
 			return e, nil
 		case phaseDue:
+			if o := g.cfg.Observer; o != nil {
+				o.CacheLookup(true)
+			}
 			g.refreshAhead(s)
 			return e, nil
 		}
+	}
+	if o := g.cfg.Observer; o != nil {
+		o.CacheLookup(false)
 	}
 	return g.await(ctx, s)
 }
@@ -152,6 +161,9 @@ func (g *Gate) refreshAhead(s *slot) {
 	}
 	g.bg.Add(1)
 	g.mu.Unlock()
+	if o := g.cfg.Observer; o != nil {
+		o.BackgroundRefresh()
+	}
 	go func() {
 		defer g.bg.Done()
 		defer s.refreshing.Store(false)

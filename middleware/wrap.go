@@ -16,20 +16,35 @@ var errClientGone = errors.New("middleware: caller's context ended while waiting
 // request is never forwarded without a token.
 func (g *Gate) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e, err := g.current(r.Context(), g.app)
-		if err != nil {
-			writeError(w, err)
+		if err := g.Authorize(r); err != nil {
+			WriteError(w, err)
 			return
 		}
-		if r.Header == nil { // hand-built requests
-			r.Header = make(http.Header, 1)
-		}
-		// A direct map write replaces whatever the client sent under the
-		// canonical key (servers canonicalize incoming names); Set would
-		// canonicalize the constant key again on every request.
-		r.Header["Authorization"] = []string{e.header}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// Authorize sets "Authorization: Bearer <token>" on r, replacing any
+// Authorization header it had, for servers whose handlers are not
+// http.Handlers (the Caddy module). On error r is left without the header
+// the client sent, and the error is for WriteError.
+func (g *Gate) Authorize(r *http.Request) error {
+	e, err := g.current(r.Context(), g.app)
+	if r.Header == nil { // hand-built requests
+		r.Header = make(http.Header, 1)
+	}
+	if err != nil {
+		delete(r.Header, "Authorization")
+		if o := g.cfg.Observer; o != nil {
+			o.Refused()
+		}
+		return err
+	}
+	// A direct map write replaces whatever the client sent under the
+	// canonical key (servers canonicalize incoming names); Set would
+	// canonicalize the constant key again on every request.
+	r.Header["Authorization"] = []string{e.header}
+	return nil
 }
 
 // Transport returns a RoundTripper that sends each request through base

@@ -1,0 +1,85 @@
+package caddymodule
+
+import (
+	"errors"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// The collectors are built once and registered on every metrics registry
+// Caddy hands out (a config reload brings a new one); registering on a
+// registry that has them already is not an error. No label carries a user.
+var metrics = struct {
+	tokenRequests *prometheus.CounterVec
+	tokenDuration *prometheus.HistogramVec
+	cacheLookups  *prometheus.CounterVec
+	refreshes     prometheus.Counter
+	refused       prometheus.Counter
+}{
+	tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "oauth2_token", Name: "token_requests_total",
+		Help: "Token-endpoint requests by grant and outcome (success, network, timeout, status, rejected, invalid_response).",
+	}, []string{"grant", "outcome"}),
+	tokenDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "oauth2_token", Name: "token_request_duration_seconds",
+		Help:    "Duration of token-endpoint requests.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+	}, []string{"grant"}),
+	cacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "oauth2_token", Name: "cache_lookups_total",
+		Help: "Requests served from the token cache (hit) or made to wait for a token (miss).",
+	}, []string{"result"}),
+	refreshes: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "oauth2_token", Name: "background_refreshes_total",
+		Help: "Refreshes started ahead of expiry, while the current token was still served.",
+	}),
+	refused: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "oauth2_token", Name: "requests_refused_total",
+		Help: "Requests answered 503 token_unavailable for lack of a valid token.",
+	}),
+}
+
+// registerMetrics registers the collectors on ctx's registry and returns
+// the observer that feeds them.
+func registerMetrics(ctx caddy.Context) observer {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return observer{}
+	}
+	for _, c := range []prometheus.Collector{metrics.tokenRequests, metrics.tokenDuration, metrics.cacheLookups, metrics.refreshes, metrics.refused} {
+		var are prometheus.AlreadyRegisteredError
+		if err := reg.Register(c); err != nil && !errors.As(err, &are) {
+			ctx.Logger().Warn("registering metrics failed", zap.Error(err))
+		}
+	}
+	return observer{}
+}
+
+// observer feeds the collectors from a Gate's events.
+type observer struct{}
+
+func (observer) TokenRequest(grant, outcome string, took time.Duration) {
+	metrics.tokenRequests.WithLabelValues(grant, outcome).Inc()
+	metrics.tokenDuration.WithLabelValues(grant).Observe(took.Seconds())
+}
+
+func (observer) CacheLookup(hit bool) {
+	if hit {
+		hits.Inc()
+	} else {
+		misses.Inc()
+	}
+}
+
+func (observer) BackgroundRefresh() { metrics.refreshes.Inc() }
+func (observer) Refused()           { metrics.refused.Inc() }
+
+// The two cache counters, resolved once: WithLabelValues per request
+// would hash the label on the hot path.
+var (
+	hits   = metrics.cacheLookups.WithLabelValues("hit")
+	misses = metrics.cacheLookups.WithLabelValues("miss")
+)
