@@ -127,17 +127,13 @@ func (g *Gate) Token(ctx context.Context) (tokenstore.Token, error) {
 // shared refresh.
 func (g *Gate) current(ctx context.Context, s *slot) (*entry, error) {
 	if e := s.cur.Load(); e != nil {
-		switch e.phase.Load() {
-		case phaseFresh:
+		if p := e.phase.Load(); p != phaseExpired {
 			if o := g.cfg.Observer; o != nil {
 				o.CacheLookup(true)
 			}
-			return e, nil
-		case phaseDue:
-			if o := g.cfg.Observer; o != nil {
-				o.CacheLookup(true)
+			if p == phaseDue {
+				g.refreshAhead(s)
 			}
-			g.refreshAhead(s)
 			return e, nil
 		}
 	}
