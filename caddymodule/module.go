@@ -122,6 +122,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("oauth2_token: %w", err)
 	}
 	h.gate = v.(pooledGate).Gate
+	h.gate.SetLogger(h.logger) // the newest config's logger, whose outputs are open
 	h.logger.Debug("token source ready", zap.Bool("reused", loaded),
 		zap.String("client_id", cfg.ClientID), zap.Strings("scopes", cfg.Scopes))
 	return nil

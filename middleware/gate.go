@@ -33,7 +33,7 @@ import (
 // injects them. It is safe for concurrent use. Close releases it.
 type Gate struct {
 	cfg      Config
-	log      *zap.Logger
+	log      atomic.Pointer[zap.Logger]
 	clock    Clock
 	x        *exchanger
 	store    tokenstore.Store
@@ -91,7 +91,8 @@ func New(cfg Config) (*Gate, error) {
 		c.Logger.Warn("scopes mix Supply and Demand partner types; a TaskNation client is usually one or the other",
 			zap.Strings("scopes", c.Scopes))
 	}
-	g := &Gate{cfg: c, log: c.Logger, clock: c.Clock, x: newExchanger(c), store: c.Store}
+	g := &Gate{cfg: c, clock: c.Clock, x: newExchanger(c), store: c.Store}
+	g.log.Store(c.Logger)
 	if g.store == nil {
 		m, err := tokenstore.NewMemoryStore(tokenstore.MemoryConfig{Now: c.Clock.Now})
 		if err != nil {
@@ -102,6 +103,18 @@ func New(cfg Config) (*Gate, error) {
 	g.app = &slot{key: appKey(c)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	return g, nil
+}
+
+func (g *Gate) logger() *zap.Logger { return g.log.Load() }
+
+// SetLogger replaces the logger, for a Gate that outlives the
+// configuration that made it (a Caddy reload hands it the new config's
+// logger). A nil logger discards.
+func (g *Gate) SetLogger(l *zap.Logger) {
+	if l == nil {
+		l = zap.NewNop()
+	}
+	g.log.Store(l)
 }
 
 // appKey identifies the application token of a client: same endpoint,
@@ -165,7 +178,7 @@ func (g *Gate) refreshAhead(s *slot) {
 		defer s.refreshing.Store(false)
 		r := <-g.flight.DoChan(s.key, func() (any, error) { return g.refresh(s) })
 		if r.Err == nil {
-			g.log.Debug("token refreshed ahead of expiry")
+			g.logger().Debug("token refreshed ahead of expiry")
 		}
 	}()
 }
@@ -196,7 +209,7 @@ func (g *Gate) refresh(s *slot) (val any, err error) {
 	defer func() {
 		// A panic inside DoChan kills the process; turn it into an error.
 		if p := recover(); p != nil {
-			g.log.Error("token refresh panicked", zap.String("panic", fmt.Sprintf("%T", p)), zap.Stack("stack"))
+			g.logger().Error("token refresh panicked", zap.String("panic", fmt.Sprintf("%T", p)), zap.Stack("stack"))
 			err = fmt.Errorf("middleware: token refresh panicked")
 			s.failed(g, g.clock.Now(), err)
 		}
@@ -221,7 +234,7 @@ func (g *Gate) refresh(s *slot) (val any, err error) {
 			return e, nil
 		}
 	case err != nil && !errors.Is(err, tokenstore.ErrNotFound):
-		g.log.Warn("token store read failed", zap.Error(err))
+		g.logger().Warn("token store read failed", zap.Error(err))
 	}
 
 	tok, err = g.x.clientCredentials(g.ctx)
@@ -231,11 +244,11 @@ func (g *Gate) refresh(s *slot) (val any, err error) {
 	}
 	s.succeeded()
 	if err := g.store.Set(g.ctx, s.key, tok); err != nil {
-		g.log.Warn("token store write failed", zap.Error(err))
+		g.logger().Warn("token store write failed", zap.Error(err))
 	}
 	e := g.newEntry(tok)
 	g.install(s, e)
-	g.log.Info("token obtained",
+	g.logger().Info("token obtained",
 		zap.String("grant", "client_credentials"),
 		zap.Duration("lifetime", tok.Lifetime()),
 		zap.Strings("scopes", tok.Scopes),
@@ -302,7 +315,7 @@ func (s *slot) failed(g *Gate, now time.Time, err error) {
 	if errors.As(err, &ee) && ee.Kind == "rejected" {
 		level = zap.ErrorLevel // bad credentials or scopes: retrying will not help
 	}
-	g.log.Log(level, "token request failed", zap.Error(err), zap.Int("failures", s.failures), zap.Duration("retry_in", d))
+	g.logger().Log(level, "token request failed", zap.Error(err), zap.Int("failures", s.failures), zap.Duration("retry_in", d))
 }
 
 func (s *slot) succeeded() {
