@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -9,13 +10,17 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/tasknation/tokengate/middleware"
 )
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("oauth2_token", parseCaddyfile)
-	// Before reverse_proxy, so that no `order` line is needed; after the
-	// authentication directives, which set what a user grant will read.
-	httpcaddyfile.RegisterDirectiveOrder("oauth2_token", httpcaddyfile.Before, "reverse_proxy")
+	// Right after the authentication directives (which set what a user
+	// grant reads), so before handle, route and reverse_proxy: no `order`
+	// line is needed, and a site-level oauth2_token also covers the
+	// reverse_proxy inside a `handle` block.
+	httpcaddyfile.RegisterDirectiveOrder("oauth2_token", httpcaddyfile.After, "forward_auth")
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -67,7 +72,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch sub {
 		case "provider":
-			err = one(&h.Provider)
+			if err = one(&h.Provider); err == nil && h.Provider != "tasknation" && h.Provider != "generic" {
+				return d.Errf("oauth2_token: provider: unknown provider %q (want tasknation or generic)", h.Provider)
+			}
 		case "token_url":
 			err = one(&h.TokenURL)
 		case "client_id":
@@ -75,9 +82,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "client_secret":
 			err = one(&h.ClientSecret)
 		case "grant":
-			err = one(&h.Grant)
+			if err = one(&h.Grant); err == nil {
+				if _, err = h.config(nil); err != nil {
+					return d.Err(err.Error())
+				}
+			}
 		case "store":
-			err = one(&h.Store)
+			if err = one(&h.Store); err == nil {
+				if _, err = h.config(nil); err != nil {
+					return d.Err(err.Error())
+				}
+			}
 		case "scopes":
 			h.Scopes = d.RemainingArgs()
 			if len(h.Scopes) == 0 {
@@ -87,16 +102,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var s string
 			if err = one(&s); err == nil {
 				var dur caddy.Duration
-				if err = dur.UnmarshalJSON([]byte(strconv.Quote(s))); err != nil {
-					return d.Errf("oauth2_token: request_timeout: %v", err)
+				if err = dur.UnmarshalJSON([]byte(strconv.Quote(s))); err != nil || dur <= 0 {
+					return d.Errf("oauth2_token: request_timeout: %q is not a positive duration", s)
 				}
 				h.RequestTimeout = dur
 			}
 		case "refresh_window":
 			var s string
 			if err = one(&s); err == nil {
-				if h.RefreshWindow, err = strconv.ParseFloat(s, 64); err != nil {
-					return d.Errf("oauth2_token: refresh_window: %q is not a number", s)
+				if h.RefreshWindow, err = strconv.ParseFloat(s, 64); err != nil || h.RefreshWindow <= 0 || h.RefreshWindow >= 1 {
+					return d.Errf("oauth2_token: refresh_window: %q is not a fraction between 0 and 1", s)
 				}
 			}
 		case "backoff":
@@ -105,8 +120,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for i, dst := range []*caddy.Duration{&h.MinBackoff, &h.MaxBackoff} {
-				if err := dst.UnmarshalJSON([]byte(strconv.Quote(args[i]))); err != nil {
-					return d.Errf("oauth2_token: backoff: %v", err)
+				if err := dst.UnmarshalJSON([]byte(strconv.Quote(args[i]))); err != nil || *dst <= 0 {
+					return d.Errf("oauth2_token: backoff: %q is not a positive duration", args[i])
 				}
 			}
 		default:
@@ -141,8 +156,13 @@ func (h *Handler) check() error {
 			c.TokenURL = "https://placeholder.invalid/token"
 		}
 	}
+	return validate(c)
+}
+
+// validate runs the middleware's checks, with this module's prefix.
+func validate(c middleware.Config) error {
 	if err := c.Validate(); err != nil {
-		return fmt.Errorf("oauth2_token: %w", err)
+		return errors.New("oauth2_token: " + strings.TrimPrefix(err.Error(), "middleware: "))
 	}
 	return nil
 }

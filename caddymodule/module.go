@@ -78,9 +78,11 @@ type Handler struct {
 	// starts (with jitter). Default: 0.2
 	RefreshWindow float64 `json:"refresh_window,omitempty"`
 
-	// Exponential backoff between failed token requests, shared by all
-	// requests. Defaults: 1s and 1m
+	// The first wait after a failed token request; waits double, with
+	// jitter, for all requests together. Default: 1s
 	MinBackoff caddy.Duration `json:"min_backoff,omitempty"`
+
+	// The longest wait between failed token requests. Default: 1m
 	MaxBackoff caddy.Duration `json:"max_backoff,omitempty"`
 
 	gate    *middleware.Gate
@@ -107,8 +109,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	cfg.Logger = h.logger
 	cfg.Observer = registerMetrics(ctx)
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("oauth2_token: %w", err)
+	if err := validate(cfg); err != nil {
+		return err
 	}
 	h.poolKey = poolKey(cfg)
 	v, loaded, err := gates.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
@@ -137,8 +139,13 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, error) {
 		}
 		out, err := repl.ReplaceOrErr(v, true, true)
 		if err != nil {
-			// The error names the placeholder, never its value.
-			return "", fmt.Errorf("oauth2_token: %s: %w", field, err)
+			// The replacer's error quotes the text it could not resolve,
+			// which for a literal secret with braces is part of the
+			// secret: name the placeholder only when the whole value is one.
+			if isPlaceholder(v) {
+				return "", fmt.Errorf("oauth2_token: %s: placeholder %s is unset or empty", field, v)
+			}
+			return "", fmt.Errorf("oauth2_token: %s: has an unknown or empty placeholder (write literal braces as \\{ and \\})", field)
 		}
 		return out, nil
 	}
@@ -179,6 +186,13 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, error) {
 	c.MinBackoff = time.Duration(h.MinBackoff)
 	c.MaxBackoff = time.Duration(h.MaxBackoff)
 	return c, nil
+}
+
+// isPlaceholder reports whether v is exactly one {env.*} or {file.*}
+// placeholder, which is safe to quote in an error.
+func isPlaceholder(v string) bool {
+	return strings.HasPrefix(v, "{") && strings.HasSuffix(v, "}") && strings.Count(v, "{") == 1 &&
+		(strings.HasPrefix(v, "{env.") || strings.HasPrefix(v, "{file."))
 }
 
 // poolKey identifies a token source: the same endpoint, client, secret,

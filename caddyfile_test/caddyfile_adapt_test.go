@@ -1,0 +1,272 @@
+// Package caddyfile_test holds the Caddyfile adapt fixtures of the
+// oauth2_token directive and the tests that run a real Caddy with the
+// module. The adapt runner follows Caddy's own
+// (caddytest/integration/caddyfile_adapt_test.go) and mholt/caddy-l4's.
+package caddyfile_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/tasknation/tokengate/caddymodule"
+)
+
+// fixtureDir holds one file per case: a Caddyfile, a line of exactly ten
+// dashes, then either the expected JSON (as `caddy adapt --pretty` prints
+// it, keys sorted) or, when it does not start with "{", a substring of the
+// error adapting must produce.
+const fixtureDir = "caddyfile_adapt"
+
+// minFixtures guards against a runner that silently finds nothing (a moved
+// directory, a renamed extension).
+const minFixtures = 12
+
+var (
+	separator   = regexp.MustCompile(`(?m)^----------\r?$`)
+	winNewlines = regexp.MustCompile(`\r?\n`)
+)
+
+type fixture struct {
+	name      string
+	caddyfile string
+	expected  string // JSON, or an error substring
+}
+
+func (f fixture) wantsError() bool { return !strings.HasPrefix(f.expected, "{") }
+
+// loadFixtures reads every *.caddyfiletest file of fixtureDir.
+func loadFixtures(t *testing.T) []fixture {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(fixtureDir, "*.caddyfiletest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []fixture
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := winNewlines.ReplaceAllString(string(data), "\n")
+		parts := separator.Split(text, -1)
+		if len(parts) != 2 {
+			t.Fatalf("%s: want one line of ten dashes between the Caddyfile and the expected result, found %d", p, len(parts)-1)
+		}
+		f := fixture{
+			name:      filepath.Base(p),
+			caddyfile: strings.TrimSpace(parts[0]) + "\n",
+			expected:  strings.TrimSpace(parts[1]),
+		}
+		if f.expected == "" {
+			t.Fatalf("%s: the expected part is empty", p)
+		}
+		out = append(out, f)
+	}
+	if len(out) < minFixtures {
+		t.Fatalf("found %d fixtures in %s, want at least %d", len(out), fixtureDir, minFixtures)
+	}
+	return out
+}
+
+// adapt runs the Caddyfile adapter as `caddy adapt` does.
+func adapt(caddyfile string) ([]byte, []caddyconfig.Warning, error) {
+	return caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+}
+
+// normalizeJSON re-encodes a JSON document with sorted keys and tab
+// indentation, so that comparisons ignore key order and spacing.
+func normalizeJSON(data []byte) (string, error) {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // keep durations in nanoseconds exact
+	if err := dec.Decode(&v); err != nil {
+		return "", err
+	}
+	out, err := json.MarshalIndent(v, "", "\t")
+	if err != nil {
+		return "", err
+	}
+	return string(out), nil
+}
+
+func TestCaddyfileAdaptToJSON(t *testing.T) {
+	for _, f := range loadFixtures(t) {
+		t.Run(f.name, func(t *testing.T) {
+			if formatted := string(caddyfile.Format([]byte(f.caddyfile))); formatted != f.caddyfile {
+				t.Errorf("the Caddyfile is not formatted as `caddy fmt` would (- fixture, + formatted):\n%s", lineDiff(f.caddyfile, formatted))
+			}
+			got, warnings, err := adapt(f.caddyfile)
+			for _, w := range warnings {
+				t.Logf("warning: %s:%d: %s: %s", w.File, w.Line, w.Directive, w.Message)
+			}
+			if f.wantsError() {
+				if !strings.HasPrefix(f.name, "oauth2_token_error_") {
+					t.Errorf("an error fixture must be named oauth2_token_error_<case>.caddyfiletest")
+				}
+				if err == nil {
+					t.Fatalf("adapting succeeded, want an error containing %q; got:\n%s", f.expected, got)
+				}
+				if msg := winNewlines.ReplaceAllString(err.Error(), "\n"); !strings.Contains(msg, f.expected) {
+					t.Fatalf("error does not contain the expected text\nwant substring: %s\ngot:            %s", f.expected, msg)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("adapting: %v", err)
+			}
+			want, err := normalizeJSON([]byte(f.expected))
+			if err != nil {
+				t.Fatalf("the expected JSON does not parse: %v", err)
+			}
+			have, err := normalizeJSON(got)
+			if err != nil {
+				t.Fatalf("the adapted JSON does not parse: %v\n%s", err, got)
+			}
+			if have != want {
+				t.Errorf("adapted JSON differs from the fixture (- expected, + adapted):\n%s", lineDiff(want, have))
+			}
+		})
+	}
+}
+
+// TestCaddyfileAdapt_SecretsStayOutOfJSON adapts every fixture with the
+// secrets set in the environment only: placeholders must come through as
+// written ({env.X} is resolved at provision), never as their values.
+func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
+	secrets := map[string]string{
+		"TN_CLIENT_ID":            "env-only-client-id-7c1f",
+		"TN_CLIENT_SECRET":        "env-only-secret-3a9e51d2",
+		"TN_TOKEN_URL":            "https://env-only-token-url.example/token",
+		"TN_SUPPLY_CLIENT_SECRET": "env-only-supply-secret-b04d",
+		"TN_DEMAND_CLIENT_SECRET": "env-only-demand-secret-e5c8",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	literal := 0
+	for _, f := range loadFixtures(t) {
+		if f.wantsError() {
+			continue
+		}
+		got, _, err := adapt(f.caddyfile)
+		if err != nil {
+			t.Errorf("%s: adapting: %v", f.name, err)
+			continue
+		}
+		for k, v := range secrets {
+			if bytes.Contains(got, []byte(v)) {
+				t.Errorf("%s: the adapted JSON contains the value of $%s", f.name, k)
+			}
+		}
+		if bytes.Contains(got, []byte(`"client_secret":"{env.TN_CLIENT_SECRET}"`)) {
+			literal++
+		}
+	}
+	// The check above is empty unless fixtures do use the placeholder.
+	if literal == 0 {
+		t.Errorf(`no adapted fixture has "client_secret":"{env.TN_CLIENT_SECRET}" literally`)
+	}
+}
+
+// TestCaddyfileAdapt_HandlerJSONDecodes decodes every adapted
+// oauth2_token handler strictly into the module's type, as Caddy does when
+// it loads the config: a field the Caddyfile sets and the JSON does not
+// know would fail here before it fails a deployment.
+func TestCaddyfileAdapt_HandlerJSONDecodes(t *testing.T) {
+	handlers := 0
+	for _, f := range loadFixtures(t) {
+		if f.wantsError() {
+			continue
+		}
+		got, _, err := adapt(f.caddyfile)
+		if err != nil {
+			t.Errorf("%s: adapting: %v", f.name, err)
+			continue
+		}
+		var doc any
+		if err := json.Unmarshal(got, &doc); err != nil {
+			t.Fatalf("%s: %v", f.name, err)
+		}
+		for _, raw := range findHandlers(doc, "oauth2_token") {
+			handlers++
+			delete(raw, "handler")
+			b, _ := json.Marshal(raw)
+			dec := json.NewDecoder(bytes.NewReader(b))
+			dec.DisallowUnknownFields()
+			var h caddymodule.Handler
+			if err := dec.Decode(&h); err != nil {
+				t.Errorf("%s: the adapted handler does not decode into caddymodule.Handler: %v", f.name, err)
+			}
+			if h.ClientID == "" || h.ClientSecret == "" {
+				t.Errorf("%s: the adapted handler lost client_id or client_secret: %s", f.name, b)
+			}
+		}
+	}
+	if handlers < minFixtures-2 {
+		t.Errorf("found %d oauth2_token handlers in the adapted fixtures, want at least %d", handlers, minFixtures-2)
+	}
+}
+
+// findHandlers returns every object in doc whose "handler" is name.
+func findHandlers(doc any, name string) []map[string]any {
+	var out []map[string]any
+	switch v := doc.(type) {
+	case map[string]any:
+		if v["handler"] == name {
+			out = append(out, v)
+		}
+		for _, c := range v {
+			out = append(out, findHandlers(c, name)...)
+		}
+	case []any:
+		for _, c := range v {
+			out = append(out, findHandlers(c, name)...)
+		}
+	}
+	return out
+}
+
+// lineDiff is a minimal line diff (longest common subsequence) of a and b,
+// with "-" for lines only in a and "+" for lines only in b.
+func lineDiff(a, b string) string {
+	x, y := strings.Split(a, "\n"), strings.Split(b, "\n")
+	lcs := make([][]int, len(x)+1)
+	for i := range lcs {
+		lcs[i] = make([]int, len(y)+1)
+	}
+	for i := len(x) - 1; i >= 0; i-- {
+		for j := len(y) - 1; j >= 0; j-- {
+			if x[i] == y[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	var sb strings.Builder
+	i, j := 0, 0
+	for i < len(x) || j < len(y) {
+		switch {
+		case i < len(x) && j < len(y) && x[i] == y[j]:
+			sb.WriteString("  " + x[i] + "\n")
+			i++
+			j++
+		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
+			sb.WriteString("- " + x[i] + "\n")
+			i++
+		default:
+			sb.WriteString("+ " + y[j] + "\n")
+			j++
+		}
+	}
+	return sb.String()
+}
