@@ -1,20 +1,32 @@
-# tokengate: `make demo` runs the gateway against the embedded fake
-# TaskNation server; `make test` is what CI runs (.ci/run).
+# tokengate: `make demo` runs a real Caddy with the oauth2_token module
+# against the embedded fake TaskNation server; `make test` is what CI runs
+# (.ci/run).
 
 GO        ?= go
 COUNT     ?= 6
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 PKGS      := ./...
 
-.PHONY: all test deps vet race demo bench lint fmt help
+# The custom Caddy: xcaddy pinned here, Caddy pinned by go.mod.
+XCADDY_VERSION := v0.4.5
+XCADDY         := $(CURDIR)/bin/xcaddy-$(XCADDY_VERSION)/xcaddy
+CADDY_VERSION   = $(shell awk '$$1 == "github.com/caddyserver/caddy/v2" { print $$2 }' go.mod)
+# What the module compiles from: a change to any of these rebuilds ./caddy.
+CADDY_SRC      := go.mod go.sum $(shell find caddymodule middleware tokenstore -name '*.go' ! -name '*_test.go' 2>/dev/null)
+
+.PHONY: all test deps vet race demo demo-standalone bench bench-e2e caddy-check lint fmt help
 
 all: test
 
 help:
-	@echo "make demo   run the standalone gateway against the fake TaskNation server (DEMO_ONESHOT=1 to exit after its self-check)"
-	@echo "make test   go vet + go test -race over every package (what CI runs)"
-	@echo "make bench  benchmarks with -benchmem -count $(COUNT), summarized by benchstat against the baseline of the same run"
-	@echo "make lint   gofmt check + go vet"
+	@echo "make demo            Caddy + oauth2_token in-process against the fake TaskNation server (DEMO_ONESHOT=1 to exit after its self-check)"
+	@echo "make demo-standalone the plain-Go gateway (examples/standalone) against the fake server"
+	@echo "make test            go vet + go test -race over every package, then caddy-check (what CI runs)"
+	@echo "make caddy           build ./caddy with xcaddy $(XCADDY_VERSION): Caddy $(CADDY_VERSION) + this checkout's caddymodule"
+	@echo "make caddy-check     ./caddy lists http.handlers.oauth2_token; the example Caddyfiles adapt and validate"
+	@echo "make bench           benchmarks with -benchmem -count $(COUNT), summarized by benchstat against the baseline of the same run"
+	@echo "make bench-e2e       wrk through ./caddy: oauth2_token vs a static Authorization header, same upstream (~2 min)"
+	@echo "make lint            gofmt check + go vet"
 
 deps:
 	$(GO) mod download
@@ -22,10 +34,13 @@ deps:
 vet: deps
 	$(GO) vet $(PKGS)
 
+# caddy-check comes last: on a fresh machine it builds Caddy with xcaddy,
+# which takes minutes.
 test: vet
 	$(GO) test -race -count=1 $(PKGS)
 	@# Every benchmark once, for the counts they assert (herd, backoff).
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./middleware/ ./tokenstore/
+	$(MAKE) caddy-check
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -34,7 +49,48 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 demo: deps
+	$(GO) run ./examples/demo
+
+demo-standalone: deps
 	$(GO) run ./examples/standalone
+
+$(XCADDY):
+	GOBIN=$(dir $@) $(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION)
+
+# The plugin is this checkout: --replace points the tokengate module at it
+# (a replacement must name the module, not the caddymodule package).
+# tokengate is not published, yet `go get` asks the module proxy about every
+# prefix of github.com/tasknation/tokengate/caddymodule, and an answer other
+# than 404/410 (a private path, a filtering proxy) fails the build.
+# GOPRIVATE + GOVCS=off make those look-ups "not found" without leaving the
+# machine, so Go settles on the local replacement; everything else still
+# comes through the module proxy.
+caddy: $(XCADDY) $(CADDY_SRC)
+	mod=github.com/tasknation/tokengate; govcs=$$($(GO) env GOVCS); \
+	GOPRIVATE="$$($(GO) env GOPRIVATE),$$mod" \
+	GONOPROXY="$$($(GO) env GONOPROXY),$$mod" \
+	GONOSUMDB="$$($(GO) env GONOSUMDB),$$mod" \
+	GOVCS="$$mod:off$${govcs:+,$$govcs}" \
+	$(XCADDY) build $(CADDY_VERSION) \
+		--with $$mod/caddymodule \
+		--replace $$mod=. \
+		--output $(CURDIR)/caddy
+
+# adapt --validate also provisions every module, oauth2_token included, so
+# the {env.*} placeholders of the example Caddyfiles get stand-in values
+# (adapt itself leaves placeholders as they are). Nothing is started.
+caddy-check: caddy
+	@./caddy list-modules | grep -qx 'http.handlers.oauth2_token' \
+		|| { echo "caddy-check: ./caddy does not list http.handlers.oauth2_token"; exit 1; }
+	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	for f in examples/Caddyfile examples/demo/Caddyfile; do \
+		TASKNATION_CLIENT_ID=caddy-check TASKNATION_CLIENT_SECRET=caddy-check \
+		TASKNATION_TOKEN_URL=http://127.0.0.1:9/oauth2/token TASKNATION_API_ADDR=127.0.0.1:9 \
+		./caddy adapt --config $$f --adapter caddyfile --validate >/dev/null 2>"$$log" \
+			|| { cat "$$log"; echo "caddy-check: ./caddy adapt --config $$f failed"; exit 1; }; \
+		grep '"level":"warn"' "$$log" || true; \
+	done
+	@echo "caddy-check: ok: ./caddy $$(./caddy version | cut -d' ' -f1) lists http.handlers.oauth2_token; examples/Caddyfile and examples/demo/Caddyfile adapt and validate"
 
 # Benchmarks: every comparison runs in the same process as its baseline
 # (sub-benchmarks impl=baseline|tokengate|x-oauth2); benchstat prints the
@@ -45,3 +101,12 @@ bench: deps
 	$(BENCHSTAT) -filter '-.name:/^Herd/' -col /impl bench.txt
 	@echo; echo "== herd: x/oauth2 vs tokengate =="
 	$(BENCHSTAT) -filter '.name:/^Herd/' -col '/impl@(x-oauth2 tokengate)' bench.txt
+
+# End to end over loopback: ./caddy with oauth2_token vs ./caddy with a
+# static Authorization header, same upstream, rounds alternating; wrk from
+# Debian (installed when missing, as root), else a Go load generator.
+BENCH_E2E_FLAGS ?=
+bench-e2e: caddy
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| echo "bench-e2e: wrk not available; falling back to the Go load generator"
+	$(GO) run ./examples/bench-e2e -caddy ./caddy $(BENCH_E2E_FLAGS)

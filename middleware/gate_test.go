@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,9 +118,11 @@ func TestWrap_RefreshAheadNeverBlocks(t *testing.T) {
 // The endpoint fails while a token is valid (all served), then past expiry
 // (503 JSON with Retry-After, next never called), then recovers.
 func TestWrap_EndpointFailureThenRecovery(t *testing.T) {
+	ev := &events{}
 	f := newFixture(t, func(c *middleware.Config) {
 		c.MinBackoff = 2 * time.Second
 		c.MaxBackoff = 8 * time.Second
+		c.Observer = ev
 	})
 	rec := &recorder{}
 	h := f.gate.Wrap(rec)
@@ -141,7 +144,11 @@ func TestWrap_EndpointFailureThenRecovery(t *testing.T) {
 			t.Fatalf("request %d with a valid token: status %d", i, w.Code)
 		}
 	}
-	eventually(t, "the failed background refresh", func() bool { return f.ccRequests() == 2 })
+	// Wait for the refresh to have failed, not just reached the server:
+	// its backoff step must be recorded before the clock jumps.
+	eventually(t, "the failed background refresh", func() bool {
+		return slices.Contains(ev.snapshot(), "token client_credentials status")
+	})
 	for i := 0; i < 50; i++ {
 		serve()
 	}

@@ -29,6 +29,18 @@ func (e *events) TokenRequest(grant, outcome string, took time.Duration) {
 func (e *events) CacheLookup(hit bool) { e.add(fmt.Sprint("lookup hit=", hit)) }
 func (e *events) BackgroundRefresh()   { e.add("background") }
 func (e *events) Refused()             { e.add("refused") }
+func (e *events) len() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.log)
+}
+
+func (e *events) snapshot() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.log)
+}
+
 func (e *events) take() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -56,8 +68,7 @@ func TestObserver_Events(t *testing.T) {
 		{"refresh window", func() {
 			f.clock.Advance(55 * time.Minute)
 			serve()
-			eventually(t, "the refresh", func() bool { return f.ccRequests() == 2 })
-			f.gate.Close() // waits for the background refresh to finish
+			eventually(t, "the refresh to finish", func() bool { return ev.len() == 3 })
 		}, []string{"lookup hit=true", "background", "token client_credentials success"}},
 	}
 	for _, s := range steps {
