@@ -98,7 +98,7 @@ func parse(b []byte) (record, error) {
 	total := uint64(0)
 	for i := range r.lens {
 		n, k := binary.Uvarint(rest)
-		if k <= 0 {
+		if k <= 0 || k != uvarintLen(n) { // one encoding per record
 			return record{}, fmt.Errorf("%w: bad length field", errCorrupt)
 		}
 		if n > uint64(len(b)) || total+n > uint64(len(b)) {
@@ -169,6 +169,15 @@ func decode(b []byte, r *record, owned bool) *decoded {
 		t.Scopes = append(list, scopes)
 	}
 	return d
+}
+
+// uvarintLen is the length of the shortest uvarint encoding of n.
+func uvarintLen(n uint64) int {
+	k := 1
+	for ; n >= 0x80; n >>= 7 {
+		k++
+	}
+	return k
 }
 
 func unixNano(t time.Time) int64 {

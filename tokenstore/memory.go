@@ -18,8 +18,11 @@ type MemoryConfig struct {
 	Shards int
 	// ExpectedEntries sizes the initial allocation. Default: 1024.
 	ExpectedEntries int
-	// MaxSizeMB caps the memory the store may use; the oldest entries are
-	// evicted past it. 0 means no cap. Default: 0.
+	// MaxSizeMB caps the memory the store may use. bigcache reclaims the
+	// space of an overwritten entry only by eviction, oldest first, once
+	// the cap is reached: without a cap every refresh would grow the heap.
+	// Past the cap the oldest entries are evicted, so a MemoryStore is a
+	// cache: keep refresh tokens in a durable store. Default: 32.
 	MaxSizeMB int
 	// Now is the clock used to check expiry on read. Default: time.Now.
 	Now func() time.Time
@@ -42,6 +45,9 @@ func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxSizeMB <= 0 {
+		cfg.MaxSizeMB = 32
 	}
 	cache, err := bigcache.New(context.Background(), bigcache.Config{
 		Shards:             cfg.Shards,

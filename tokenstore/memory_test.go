@@ -2,7 +2,6 @@ package tokenstore_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -49,76 +48,6 @@ func equal(a, b *tokenstore.Token) bool {
 	return a.AccessToken == b.AccessToken && a.TokenType == b.TokenType && a.RefreshToken == b.RefreshToken &&
 		a.Expiry.Equal(b.Expiry) && a.RefreshExpiry.Equal(b.RefreshExpiry) && a.ObtainedAt.Equal(b.ObtainedAt) &&
 		a.Version == b.Version && strings.Join(a.Scopes, " ") == strings.Join(b.Scopes, " ")
-}
-
-func TestMemoryStore_RoundTrip(t *testing.T) {
-	c := newClock(t0)
-	m := newStore(t, c)
-	ctx := context.Background()
-	want := sample(t0)
-	if err := m.Set(ctx, "k", want); err != nil {
-		t.Fatal(err)
-	}
-	got, err := m.Get(ctx, "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !equal(got, want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
-	if _, err := m.Get(ctx, "other"); !errors.Is(err, tokenstore.ErrNotFound) {
-		t.Fatalf("absent key: err = %v, want ErrNotFound", err)
-	}
-	if err := m.Delete(ctx, "k"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Get(ctx, "k"); !errors.Is(err, tokenstore.ErrNotFound) {
-		t.Fatalf("after delete: err = %v, want ErrNotFound", err)
-	}
-	if err := m.Delete(ctx, "k"); err != nil {
-		t.Fatalf("deleting an absent key: %v", err)
-	}
-}
-
-func TestMemoryStore_ExpiryCheckedOnRead(t *testing.T) {
-	ctx := context.Background()
-	tests := []struct {
-		name    string
-		tok     func(now time.Time) *tokenstore.Token
-		advance time.Duration
-		found   bool
-	}{
-		{"access valid", sample, 59 * time.Minute, true},
-		{"access expired, refresh valid", sample, 2 * time.Hour, true},
-		{"both expired", sample, 181 * 24 * time.Hour, false},
-		{"no refresh token, access expired", func(now time.Time) *tokenstore.Token {
-			t := sample(now)
-			t.RefreshToken = ""
-			return t
-		}, time.Hour, false},
-		{"refresh token without known expiry", func(now time.Time) *tokenstore.Token {
-			t := sample(now)
-			t.RefreshExpiry = time.Time{}
-			return t
-		}, 365 * 24 * time.Hour, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := newClock(t0)
-			m := newStore(t, c)
-			if err := m.Set(ctx, "k", tt.tok(t0)); err != nil {
-				t.Fatal(err)
-			}
-			c.Add(tt.advance)
-			_, err := m.Get(ctx, "k")
-			if found := err == nil; found != tt.found {
-				t.Fatalf("found = %v (err %v), want %v", found, err, tt.found)
-			}
-			if !tt.found && m.Len() != 0 {
-				t.Fatalf("an unusable entry was kept: Len = %d", m.Len())
-			}
-		})
-	}
 }
 
 func TestMemoryStore_Concurrent(t *testing.T) {
