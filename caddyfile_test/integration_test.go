@@ -170,6 +170,23 @@ func (g *gateway) reload(contentType, cfg string) {
 	}
 }
 
+// awaitConfig waits until the API answers through a config that sets
+// X-Config: want (a reload takes effect asynchronously).
+func (g *gateway) awaitConfig(want string) {
+	g.t.Helper()
+	eventually(g.t, "the reloaded config answers", func() error {
+		r, err := g.get("/api/v1/categories")
+		if err != nil {
+			return err
+		}
+		if got := r.header.Get("X-Config"); got != want {
+			return fmt.Errorf("X-Config = %q, want %s", got, want)
+		}
+		_, err = r.apiResponse("/api/v1/categories")
+		return err
+	})
+}
+
 // result is a response read in full.
 type result struct {
 	status int
@@ -333,17 +350,7 @@ func TestAdminReload_KeepsTokenUnlessClientChanges(t *testing.T) {
 	g.reload("text/caddyfile", g.caddyfile(siteOptions{
 		site: "\theader X-Config second\n\trespond /healthz 204",
 	}))
-	eventually(t, "the reloaded config answers", func() error {
-		r, err := g.get("/api/v1/categories")
-		if err != nil {
-			return err
-		}
-		if got := r.header.Get("X-Config"); got != "second" {
-			return fmt.Errorf("X-Config = %q, want second", got)
-		}
-		_, err = r.apiResponse("/api/v1/categories")
-		return err
-	})
+	g.awaitConfig("second")
 	if r, err := g.get("/healthz"); err != nil || r.status != http.StatusNoContent {
 		t.Errorf("GET /healthz after the reload: %v, status %d, want 204 from the new route", err, r.status)
 	}
@@ -652,17 +659,7 @@ func TestMetrics_ExposedAndSurviveReload(t *testing.T) {
 	// panic, the series still there, the counts carried over and still fed.
 	opts.site = "\theader X-Config second"
 	g.reload("text/caddyfile", g.caddyfile(opts))
-	eventually(t, "the reloaded config answers", func() error {
-		r, err := g.get("/api/v1/categories")
-		if err != nil {
-			return err
-		}
-		if got := r.header.Get("X-Config"); got != "second" {
-			return fmt.Errorf("X-Config = %q, want second", got)
-		}
-		_, err = r.apiResponse("/api/v1/categories")
-		return err
-	})
+	g.awaitConfig("second")
 	reloaded := g.metrics()
 	for _, s := range []string{seriesSuccess, seriesStatus, seriesMiss, seriesRefused} {
 		if d := delta(t, after, reloaded, s); d < 0 {
