@@ -7,6 +7,7 @@ package caddyfile_test
 import (
 	"bytes"
 	"encoding/json"
+	"iter"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -153,18 +154,10 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	literal := 0
-	for _, f := range loadFixtures(t) {
-		if f.wantsError() {
-			continue
-		}
-		got, _, err := adapt(f.caddyfile)
-		if err != nil {
-			t.Errorf("%s: adapting: %v", f.name, err)
-			continue
-		}
+	for name, got := range adaptedFixtures(t) {
 		for k, v := range secrets {
 			if bytes.Contains(got, []byte(v)) {
-				t.Errorf("%s: the adapted JSON contains the value of $%s", f.name, k)
+				t.Errorf("%s: the adapted JSON contains the value of $%s", name, k)
 			}
 		}
 		if bytes.Contains(got, []byte(`"client_secret":"{env.TN_CLIENT_SECRET}"`)) {
@@ -177,24 +170,36 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 	}
 }
 
+// adaptedFixtures yields the name and adapted JSON of every fixture that
+// is expected to adapt; a failure to adapt is reported and skipped.
+func adaptedFixtures(t *testing.T) iter.Seq2[string, []byte] {
+	return func(yield func(string, []byte) bool) {
+		for _, f := range loadFixtures(t) {
+			if f.wantsError() {
+				continue
+			}
+			got, _, err := adapt(f.caddyfile)
+			if err != nil {
+				t.Errorf("%s: adapting: %v", f.name, err)
+				continue
+			}
+			if !yield(f.name, got) {
+				return
+			}
+		}
+	}
+}
+
 // TestCaddyfileAdapt_HandlerJSONDecodes decodes every adapted
 // oauth2_token handler strictly into the module's type, as Caddy does when
 // it loads the config: a field the Caddyfile sets and the JSON does not
 // know would fail here before it fails a deployment.
 func TestCaddyfileAdapt_HandlerJSONDecodes(t *testing.T) {
 	handlers := 0
-	for _, f := range loadFixtures(t) {
-		if f.wantsError() {
-			continue
-		}
-		got, _, err := adapt(f.caddyfile)
-		if err != nil {
-			t.Errorf("%s: adapting: %v", f.name, err)
-			continue
-		}
+	for name, got := range adaptedFixtures(t) {
 		var doc any
 		if err := json.Unmarshal(got, &doc); err != nil {
-			t.Fatalf("%s: %v", f.name, err)
+			t.Fatalf("%s: %v", name, err)
 		}
 		for _, raw := range findHandlers(doc, "oauth2_token") {
 			handlers++
@@ -204,10 +209,10 @@ func TestCaddyfileAdapt_HandlerJSONDecodes(t *testing.T) {
 			dec.DisallowUnknownFields()
 			var h caddymodule.Handler
 			if err := dec.Decode(&h); err != nil {
-				t.Errorf("%s: the adapted handler does not decode into caddymodule.Handler: %v", f.name, err)
+				t.Errorf("%s: the adapted handler does not decode into caddymodule.Handler: %v", name, err)
 			}
 			if h.ClientID == "" || h.ClientSecret == "" {
-				t.Errorf("%s: the adapted handler lost client_id or client_secret: %s", f.name, b)
+				t.Errorf("%s: the adapted handler lost client_id or client_secret: %s", name, b)
 			}
 		}
 	}
