@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,7 +23,33 @@ const (
 	DefaultMinBackoff     = time.Second
 	DefaultMaxBackoff     = time.Minute
 	DefaultExpiryLeeway   = 2 * time.Second
+
+	// User context (authorization_code).
+	DefaultConnectPath          = "/oauth2/connect"
+	DefaultCallbackPath         = "/oauth2/callback"
+	DefaultDisconnectPath       = "/oauth2/disconnect"
+	DefaultStateLifetime        = 10 * time.Minute
+	DefaultRefreshTokenLifetime = 180 * 24 * time.Hour // TaskNation: 180 days from the grant
+	DefaultRefreshTokenWarning  = 14 * 24 * time.Hour
+	DefaultGracePeriod          = 60 * time.Second // TaskNation's refresh-token grace period
+	DefaultMaxPendingStates     = 10000
+	DefaultCacheSizeMB          = 64
 )
+
+// Grant types a Gate runs.
+const (
+	// GrantClientCredentials is the application context: one token per
+	// client and scopes, shared by every request.
+	GrantClientCredentials = "client_credentials"
+	// GrantAuthorizationCode is the user context: a token set per subject,
+	// obtained through the connect/callback endpoints and renewed with its
+	// (rotating) refresh token.
+	GrantAuthorizationCode = "authorization_code"
+)
+
+// ScopeOfflineAccess is the scope that yields refresh tokens. A Gate with
+// the authorization_code grant always requests it.
+const ScopeOfflineAccess = "offline_access"
 
 // Config configures a Gate. Only ClientID and ClientSecret are required for
 // TaskNation; everything else has a default, applied by New.
@@ -62,14 +90,77 @@ type Config struct {
 
 	// Store keeps tokens. Default: a new in-memory (bigcache) store, closed
 	// with the Gate. A Store given here is not closed by the Gate.
+	//
+	// With the authorization_code grant, Store is the source of truth
+	// (a FileStore, a Sealed store, Caddy's storage) and the Gate keeps
+	// its own bigcache layer of CacheSizeMB in front of it; when Store
+	// implements tokenstore.Locker, each refresh of a subject holds its
+	// lock, so that processes sharing the store never refresh one subject
+	// twice. Default for this grant: memory only (tokens are lost when the
+	// process stops).
 	Store tokenstore.Store
 	// Logger receives events; never a token or secret. Default: no logging.
 	Logger *zap.Logger
 	// Clock is the time source. Default: SystemClock.
 	Clock Clock
 	// Observer receives events for metrics. Default: none, and then the
-	// hot path counts nothing.
+	// hot path counts nothing. An Observer that also implements
+	// UserObserver receives the user-context events.
 	Observer Observer
+
+	// Grant is GrantClientCredentials or GrantAuthorizationCode.
+	// Default: GrantClientCredentials.
+	Grant string
+
+	// The fields below apply to GrantAuthorizationCode only.
+
+	// AuthURL overrides the provider's authorization endpoint; http:// is
+	// refused unless the host is loopback.
+	AuthURL string
+	// RedirectURI is the absolute URL of the callback as registered with
+	// the authorization server; its path is CallbackPath's default and its
+	// origin makes the connect_url of 401 answers absolute. Never taken
+	// from a request. Required.
+	RedirectURI string
+	// Subject returns the subject (the partner's own user id) of a request
+	// handled by Wrap. It must come from a trusted source (an
+	// authentication middleware in front, a verified session), never from
+	// a header the client can set. "" means unauthenticated (401).
+	// Required for Wrap; Caddy passes the subject to ServeFlow and
+	// AuthorizeSubject itself.
+	Subject func(*http.Request) string
+	// ConnectPath, CallbackPath and DisconnectPath are served by Wrap and
+	// ServeFlow. Defaults: /oauth2/connect, RedirectURI's path (or
+	// /oauth2/callback), /oauth2/disconnect.
+	ConnectPath, CallbackPath, DisconnectPath string
+	// DisablePKCE turns PKCE (S256) off, for servers that reject it.
+	// Default: PKCE on.
+	DisablePKCE bool
+	// ConnectedRedirect is where the callback sends the browser after a
+	// successful connect (an absolute URL or a path). Default: a minimal
+	// HTML page saying the account is connected.
+	ConnectedRedirect string
+	// StateLifetime is how long a connect's state stays valid. Default: 10m.
+	StateLifetime time.Duration
+	// MaxPendingStates caps the connects in progress held in memory; past
+	// it the oldest is dropped. Default: 10000.
+	MaxPendingStates int
+	// RefreshTokenLifetime is how long a refresh token lasts from the
+	// authorization_code grant (rotation does not extend it).
+	// Default: 180 days (TaskNation).
+	RefreshTokenLifetime time.Duration
+	// RefreshTokenWarning: from this long before a refresh token runs out,
+	// each refresh logs a warning and reports it to the UserObserver.
+	// Default: 14 days.
+	RefreshTokenWarning time.Duration
+	// GracePeriod is how long after its first attempt a refresh that got
+	// no answer (a network error) is retried with the same refresh token.
+	// Default: 60s (TaskNation's grace period).
+	GracePeriod time.Duration
+	// CacheSizeMB caps the in-memory (bigcache) layer of user tokens;
+	// past it the oldest entries are evicted and read again from Store.
+	// Default: 64.
+	CacheSizeMB int
 }
 
 // Validate reports the first problem New would find in c. Errors name the
@@ -139,10 +230,104 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
+	switch c.Grant {
+	case "":
+		c.Grant = GrantClientCredentials
+	case GrantClientCredentials:
+	case GrantAuthorizationCode:
+		if err := c.userDefaults(); err != nil {
+			return c, err
+		}
+	default:
+		return c, fmt.Errorf("middleware: grant: unknown grant %q (want %s or %s)", c.Grant, GrantClientCredentials, GrantAuthorizationCode)
+	}
 	if c.Clock == nil {
 		c.Clock = SystemClock{}
 	}
 	return c, nil
+}
+
+// userDefaults validates and completes the authorization_code fields.
+func (c *Config) userDefaults() error {
+	if c.AuthURL == "" {
+		c.AuthURL = c.Provider.AuthURL
+	}
+	if err := checkEndpoint("auth_url", c.AuthURL); err != nil {
+		return err
+	}
+	if c.RedirectURI == "" {
+		return errors.New("middleware: redirect_uri is required for the authorization_code grant")
+	}
+	ru, err := url.Parse(c.RedirectURI)
+	if err != nil || ru.Host == "" || (ru.Scheme != "https" && ru.Scheme != "http") {
+		return fmt.Errorf("middleware: redirect_uri %q: not an absolute http(s) URL", c.RedirectURI)
+	}
+	if ru.Scheme == "http" && !isLoopback(ru.Hostname()) {
+		return fmt.Errorf("middleware: redirect_uri %q: http:// is only allowed on loopback hosts; use https://", c.RedirectURI)
+	}
+	if ru.Fragment != "" {
+		return fmt.Errorf("middleware: redirect_uri %q: must not have a fragment", c.RedirectURI)
+	}
+	if c.CallbackPath == "" {
+		c.CallbackPath = ru.Path
+		if c.CallbackPath == "" || c.CallbackPath == "/" {
+			c.CallbackPath = DefaultCallbackPath
+		}
+	}
+	if c.ConnectPath == "" {
+		c.ConnectPath = DefaultConnectPath
+	}
+	if c.DisconnectPath == "" {
+		c.DisconnectPath = DefaultDisconnectPath
+	}
+	paths := map[string]string{}
+	for _, p := range []struct{ field, v string }{
+		{"connect_path", c.ConnectPath}, {"callback_path", c.CallbackPath}, {"disconnect_path", c.DisconnectPath},
+	} {
+		if !strings.HasPrefix(p.v, "/") {
+			return fmt.Errorf("middleware: %s %q: must start with /", p.field, p.v)
+		}
+		if other, dup := paths[p.v]; dup {
+			return fmt.Errorf("middleware: %s %q: the same path as %s", p.field, p.v, other)
+		}
+		paths[p.v] = p.field
+	}
+	if c.ConnectedRedirect != "" {
+		u, err := url.Parse(c.ConnectedRedirect)
+		if err != nil || (u.Host == "" && !strings.HasPrefix(c.ConnectedRedirect, "/")) || strings.HasPrefix(c.ConnectedRedirect, "//") {
+			return fmt.Errorf("middleware: connected_redirect %q: want an absolute URL or a path starting with /", c.ConnectedRedirect)
+		}
+	}
+	if !slices.Contains(c.Scopes, ScopeOfflineAccess) {
+		c.Scopes = append(slices.Clip(c.Scopes), ScopeOfflineAccess)
+	}
+	for _, d := range []struct {
+		field string
+		v     *time.Duration
+		def   time.Duration
+	}{
+		{"state_lifetime", &c.StateLifetime, DefaultStateLifetime},
+		{"refresh_token_lifetime", &c.RefreshTokenLifetime, DefaultRefreshTokenLifetime},
+		{"refresh_token_warning", &c.RefreshTokenWarning, DefaultRefreshTokenWarning},
+		{"grace_period", &c.GracePeriod, DefaultGracePeriod},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+		if *d.v < 0 {
+			return fmt.Errorf("middleware: %s must be positive, got %v", d.field, *d.v)
+		}
+	}
+	if c.MaxPendingStates == 0 {
+		c.MaxPendingStates = DefaultMaxPendingStates
+	}
+	if c.CacheSizeMB == 0 {
+		c.CacheSizeMB = DefaultCacheSizeMB
+	}
+	if c.MaxPendingStates < 0 || c.CacheSizeMB < 0 {
+		return errors.New("middleware: max_pending_states and cache_size_mb must be positive")
+	}
+	return nil
 }
 
 // checkEndpoint accepts https URLs, and http URLs only on loopback hosts

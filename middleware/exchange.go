@@ -68,6 +68,11 @@ func (e *EndpointError) Error() string {
 
 func (e *EndpointError) Unwrap() error { return e.Err }
 
+// noAnswer reports whether the request got no HTTP answer (the network
+// failed or the timeout ran out): the server may or may not have
+// processed it.
+func (e *EndpointError) noAnswer() bool { return e.Kind == "network" || e.Kind == "timeout" }
+
 // Errors for answers that are not a token, found before x/oauth2 parses.
 var (
 	errBodyTooLarge = errors.New("response body exceeds 1 MiB")
@@ -115,6 +120,7 @@ func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // exchanger performs the token requests of one client.
 type exchanger struct {
 	cc      clientcredentials.Config
+	oc      oauth2.Config // the authorization_code and refresh_token grants
 	client  *http.Client
 	timeout time.Duration
 	now     func() time.Time
@@ -132,6 +138,13 @@ func newExchanger(c Config) *exchanger {
 			Scopes:       c.Scopes,
 			AuthStyle:    c.AuthStyle,
 		},
+		oc: oauth2.Config{
+			ClientID:     c.ClientID,
+			ClientSecret: c.ClientSecret,
+			Endpoint:     oauth2.Endpoint{AuthURL: c.AuthURL, TokenURL: c.TokenURL, AuthStyle: c.AuthStyle},
+			RedirectURL:  c.RedirectURI,
+			Scopes:       c.Scopes,
+		},
 		client:  &hc,
 		timeout: c.RequestTimeout,
 		now:     c.Clock.Now,
@@ -142,12 +155,37 @@ func newExchanger(c Config) *exchanger {
 // clientCredentials asks for an application token. ctx should be detached
 // from any one caller; the exchanger adds its own timeout.
 func (x *exchanger) clientCredentials(ctx context.Context) (*tokenstore.Token, error) {
-	const grant = "client_credentials"
+	return x.do(ctx, "client_credentials", x.cc.Token)
+}
+
+// exchange trades an authorization code (and its PKCE verifier, "" for
+// none) for a token set.
+func (x *exchanger) exchange(ctx context.Context, code, verifier string) (*tokenstore.Token, error) {
+	var opts []oauth2.AuthCodeOption
+	if verifier != "" {
+		opts = append(opts, oauth2.VerifierOption(verifier))
+	}
+	return x.do(ctx, "authorization_code", func(ctx context.Context) (*oauth2.Token, error) {
+		return x.oc.Exchange(ctx, code, opts...)
+	})
+}
+
+// refresh redeems a refresh token. The answer's refresh token replaces it
+// (rotation); a server that sends none leaves the old one in the set.
+func (x *exchanger) refresh(ctx context.Context, refreshToken string) (*tokenstore.Token, error) {
+	return x.do(ctx, "refresh_token", func(ctx context.Context) (*oauth2.Token, error) {
+		return x.oc.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
+	})
+}
+
+// do runs one token request of grant with the exchanger's timeout and HTTP
+// client, and validates the answer.
+func (x *exchanger) do(ctx context.Context, grant string, get func(context.Context) (*oauth2.Token, error)) (*tokenstore.Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, x.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, x.client)
 	sent := x.now()
-	tok, err := x.cc.Token(ctx)
+	tok, err := get(ctx)
 	if err == nil {
 		var t *tokenstore.Token
 		if t, err = x.validate(grant, tok, sent, x.cc.Scopes); err == nil {

@@ -29,8 +29,10 @@ import (
 	"github.com/tasknation/tokengate/tokenstore"
 )
 
-// Gate obtains application (client_credentials) tokens for one client and
-// injects them. It is safe for concurrent use. Close releases it.
+// Gate obtains tokens for one client and injects them: one application
+// token (client_credentials), or a token set per subject
+// (authorization_code) obtained through the connect flow it serves. It is
+// safe for concurrent use. Close releases it.
 type Gate struct {
 	cfg      Config
 	log      atomic.Pointer[zap.Logger]
@@ -39,7 +41,8 @@ type Gate struct {
 	store    tokenstore.Store
 	ownStore *tokenstore.MemoryStore
 	flight   singleflight.Group
-	app      *slot
+	app      *slot  // client_credentials
+	u        *users // authorization_code
 
 	ctx    context.Context // the Gate's lifetime; token requests run on it
 	cancel context.CancelFunc
@@ -101,6 +104,14 @@ func New(cfg Config) (*Gate, error) {
 		g.store, g.ownStore = m, m
 	}
 	g.app = &slot{key: appKey(c)}
+	if c.Grant == GrantAuthorizationCode {
+		if g.u, err = newUsers(c); err != nil {
+			if g.ownStore != nil {
+				g.ownStore.Close()
+			}
+			return nil, err
+		}
+	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	return g, nil
 }
@@ -128,7 +139,13 @@ func appKey(c Config) string {
 // Token returns a valid application token, fetching one if needed. It
 // blocks only when no valid token is held, and then no longer than ctx
 // allows. The error is an *UnavailableError when no token could be had.
+//
+// A Gate of the authorization_code grant has no application token: use
+// UserToken.
 func (g *Gate) Token(ctx context.Context) (tokenstore.Token, error) {
+	if g.u != nil {
+		return tokenstore.Token{}, errors.New("middleware: the Gate's grant is authorization_code: use UserToken")
+	}
 	e, err := g.current(ctx, g.app)
 	if err != nil {
 		return tokenstore.Token{}, err
@@ -354,8 +371,12 @@ func (g *Gate) Close() error {
 	if e := g.app.cur.Load(); e != nil {
 		e.stop()
 	}
-	if g.ownStore != nil {
-		return g.ownStore.Close()
+	var err error
+	if g.u != nil {
+		err = g.u.l1.Close()
 	}
-	return nil
+	if g.ownStore != nil {
+		err = errors.Join(err, g.ownStore.Close())
+	}
+	return err
 }

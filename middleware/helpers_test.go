@@ -55,6 +55,19 @@ func (t *fakeTimer) Stop() bool {
 	return was
 }
 
+// pending is the number of timers not yet fired or stopped.
+func (c *clock) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, t := range c.timers {
+		if !t.stopped {
+			n++
+		}
+	}
+	return n
+}
+
 // Advance moves the clock and runs the timers that came due, in order.
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()

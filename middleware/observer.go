@@ -17,3 +17,20 @@ type Observer interface {
 	// Refused reports a request answered 503 for lack of a token.
 	Refused()
 }
+
+// UserObserver is the optional part of an Observer for the user context
+// (authorization_code). Its methods follow the same rules as Observer's
+// and never receive a subject.
+type UserObserver interface {
+	// Connect reports a step of the connect flow: "started" (a connect
+	// redirected to the authorization server), "connected" (a callback
+	// stored tokens) or the error code a callback answered with
+	// ("invalid_state", "access_denied", "invalid_grant", ...).
+	Connect(outcome string)
+	// RefreshTokenExpiring reports a refresh of a subject whose refresh
+	// token runs out within Config.RefreshTokenWarning.
+	RefreshTokenExpiring()
+	// Reauthorization reports a subject whose tokens were deleted because
+	// its refresh token was refused (invalid_grant) or had run out.
+	Reauthorization()
+}

@@ -14,8 +14,25 @@ var errClientGone = errors.New("middleware: caller's context ended while waiting
 // calls next. When no valid token can be had it answers 503
 // token_unavailable (JSON, with Retry-After) and next is not called: a
 // request is never forwarded without a token.
+//
+// With the authorization_code grant, Wrap also serves the connect,
+// callback and disconnect paths, and sets the token of the request's
+// subject (Config.Subject); a request without a subject, or whose subject
+// has no tokens, is answered 401 JSON with the connect URL.
 func (g *Gate) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.u != nil {
+			subject := g.subject(r)
+			if g.ServeFlow(w, r, subject) {
+				return
+			}
+			if err := g.AuthorizeSubject(r, subject); err != nil {
+				WriteError(w, err)
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
 		if err := g.Authorize(r); err != nil {
 			WriteError(w, err)
 			return
@@ -28,7 +45,13 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 // Authorization header it had, for servers whose handlers are not
 // http.Handlers (the Caddy module). On error r is left without the header
 // the client sent, and the error is for WriteError.
+//
+// With the authorization_code grant it is AuthorizeSubject with the
+// subject Config.Subject gives.
 func (g *Gate) Authorize(r *http.Request) error {
+	if g.u != nil {
+		return g.AuthorizeSubject(r, g.subject(r))
+	}
 	e, err := g.current(r.Context(), g.app)
 	if r.Header == nil { // hand-built requests
 		r.Header = make(http.Header, 1)
@@ -50,7 +73,8 @@ func (g *Gate) Authorize(r *http.Request) error {
 // Transport returns a RoundTripper that sends each request through base
 // with "Authorization: Bearer <token>" set (replacing any Authorization
 // header). The caller's request is not modified. A nil base means
-// http.DefaultTransport.
+// http.DefaultTransport. With the authorization_code grant the token is
+// that of the subject in the request's context (WithSubject).
 func (g *Gate) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
@@ -64,12 +88,19 @@ type transport struct {
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	e, err := t.g.current(req.Context(), t.g.app)
-	if err != nil {
-		if req.Body != nil {
-			req.Body.Close() // RoundTrippers must close the body, even on errors
+	var header string
+	if t.g.u != nil {
+		tok, err := t.g.userToken(req.Context(), SubjectFrom(req.Context()))
+		if err != nil {
+			return nil, closeBody(req, err)
 		}
-		return nil, err
+		header = "Bearer " + tok.AccessToken
+	} else {
+		e, err := t.g.current(req.Context(), t.g.app)
+		if err != nil {
+			return nil, closeBody(req, err)
+		}
+		header = e.header
 	}
 	// A shallow copy with a fresh header map is enough: only the
 	// Authorization entry differs, and no header value slice is written.
@@ -79,8 +110,25 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for k, v := range req.Header {
 		r2.Header[k] = v
 	}
-	r2.Header["Authorization"] = []string{e.header}
+	r2.Header["Authorization"] = []string{header}
 	return t.base.RoundTrip(r2)
+}
+
+// closeBody closes req's body (RoundTrippers must, even on errors) and
+// returns err.
+func closeBody(req *http.Request, err error) error {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return err
+}
+
+// subject is the request's subject by Config.Subject ("" without one).
+func (g *Gate) subject(r *http.Request) string {
+	if g.cfg.Subject == nil {
+		return ""
+	}
+	return g.cfg.Subject(r)
 }
 
 var _ io.Closer = (*Gate)(nil)

@@ -206,7 +206,7 @@ func (f *FileStore) Get(ctx context.Context, key string) (*Token, error) {
 	}
 	if !r.usable(f.now()) {
 		f.removeDead(path, st)
-		return nil, ErrNotFound
+		return nil, ErrExpired
 	}
 	d := decode(rec, &r, true) // buf is ours alone and never written again
 	return &d.Token, nil

@@ -81,7 +81,7 @@ func (m *MemoryStore) Get(_ context.Context, key string) (*Token, error) {
 	}
 	if !r.usable(m.now()) {
 		_ = m.cache.Delete(key)
-		return nil, ErrNotFound
+		return nil, ErrExpired
 	}
 	d := decode(b, &r, true) // bigcache.Get returns a fresh copy
 	return &d.Token, nil

@@ -9,6 +9,7 @@ package tokenstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -90,12 +91,19 @@ func (t Token) GoString() string { return t.String() }
 // ErrNotFound is returned by Get when a store holds no usable token for a key.
 var ErrNotFound = errors.New("tokenstore: token not found")
 
+// ErrExpired is returned by Get (instead of plain ErrNotFound, which it
+// wraps) when the key held a set of which nothing is usable any more: the
+// refresh token ran out. The store deletes such a set, so the next Get
+// returns ErrNotFound.
+var ErrExpired = fmt.Errorf("%w: nothing in the stored set is usable any more", ErrNotFound)
+
 // Store keeps token sets by key. Keys are opaque to the store; callers
 // derive them so that they carry no client id or user id in clear.
 //
 // Implementations must be safe for concurrent use. Get returns ErrNotFound
 // (possibly wrapped) when the key is absent or nothing in the stored set is
-// usable any more (see Token.Usable).
+// usable any more (see Token.Usable); in the latter case the error should
+// be ErrExpired, which wraps ErrNotFound.
 type Store interface {
 	Get(ctx context.Context, key string) (*Token, error)
 	Set(ctx context.Context, key string, tok *Token) error

@@ -1,0 +1,372 @@
+package middleware
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"html/template"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+)
+
+// The connect flow of the user context:
+//
+//	GET  ConnectPath     → 302 to the authorization endpoint with a fresh state
+//	                       (single use, bound to the subject and to this
+//	                       browser by a cookie) and a PKCE S256 challenge
+//	GET  CallbackPath    → checks state, subject and cookie, exchanges the
+//	                       code, stores the tokens, ends on a page or a redirect
+//	POST DisconnectPath  → deletes the subject's tokens
+//
+// Limits on what a callback may carry: the whole query, and each value.
+const (
+	maxCallbackQuery = 8 << 10
+	maxCallbackValue = 2 << 10
+	stateCookie      = "tokengate_state"
+)
+
+// pendingState is a connect waiting for its callback.
+type pendingState struct {
+	subjectKey string
+	verifier   string // PKCE; "" when disabled
+	expires    time.Time
+}
+
+// stateStore holds the connects in progress, at most max of them (the
+// oldest is dropped first).
+type stateStore struct {
+	mu    sync.Mutex
+	m     map[string]*pendingState
+	order []string // insertion order; may hold states already taken
+	max   int
+}
+
+func newStateStore(max int) *stateStore {
+	return &stateStore{m: map[string]*pendingState{}, max: max}
+}
+
+func (s *stateStore) put(state string, p *pendingState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[state] = p
+	s.order = append(s.order, state)
+	for len(s.m) > s.max && len(s.order) > 0 {
+		delete(s.m, s.order[0])
+		s.order = s.order[1:]
+	}
+	if len(s.order) > 2*len(s.m)+64 { // drop taken states from the queue
+		live := s.order[:0]
+		for _, st := range s.order {
+			if _, ok := s.m[st]; ok {
+				live = append(live, st)
+			}
+		}
+		s.order = live
+	}
+}
+
+// take consumes state if it is pending, unexpired and bound to subjectKey.
+// A state of another subject is left in place (its owner may still use
+// it); an expired one is dropped.
+func (s *stateStore) take(state, subjectKey string, now time.Time) (*pendingState, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.m[state]
+	switch {
+	case p == nil:
+		return nil, "the state is unknown or was already used: connect again"
+	case !now.Before(p.expires):
+		delete(s.m, state)
+		return nil, "the state has expired: connect again"
+	case subtle.ConstantTimeCompare([]byte(p.subjectKey), []byte(subjectKey)) != 1:
+		return nil, "the state was issued to another user"
+	}
+	delete(s.m, state)
+	return p, ""
+}
+
+// randomState is 32 random bytes in unpadded base64url: 43 characters.
+func randomState() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ServeFlow serves the connect, callback and disconnect paths of an
+// authorization_code Gate for subject (which must come from a trusted
+// source, see Config.Subject), and reports whether r was one of them.
+// Wrap calls it; a server that is not built on http.Handler (the Caddy
+// module) calls it itself before AuthorizeSubject.
+func (g *Gate) ServeFlow(w http.ResponseWriter, r *http.Request, subject string) bool {
+	if g.u == nil {
+		return false
+	}
+	switch r.URL.Path {
+	case g.cfg.ConnectPath:
+		g.connect(w, r, subject)
+	case g.cfg.CallbackPath:
+		g.callback(w, r, subject)
+	case g.cfg.DisconnectPath:
+		g.disconnect(w, r, subject)
+	default:
+		return false
+	}
+	return true
+}
+
+func (g *Gate) connectEvent(outcome string) {
+	if o, ok := g.cfg.Observer.(UserObserver); ok {
+		o.Connect(outcome)
+	}
+}
+
+func (g *Gate) connect(w http.ResponseWriter, r *http.Request, subject string) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		g.flowError(w, r, http.StatusMethodNotAllowed, "method_not_allowed", "use GET to connect")
+		return
+	}
+	if subject == "" {
+		g.flowError(w, r, http.StatusUnauthorized, CodeUnauthenticated, "log in before connecting a TaskNation account")
+		return
+	}
+	state := randomState()
+	p := &pendingState{subjectKey: g.u.userKey(subject), expires: g.clock.Now().Add(g.cfg.StateLifetime)}
+	var opts []oauth2.AuthCodeOption
+	if !g.cfg.DisablePKCE {
+		p.verifier = oauth2.GenerateVerifier()
+		opts = append(opts, oauth2.S256ChallengeOption(p.verifier))
+	}
+	g.u.states.put(state, p)
+	http.SetCookie(w, &http.Cookie{
+		Name:     stateCookie,
+		Value:    state,
+		Path:     g.cfg.CallbackPath,
+		MaxAge:   int(g.cfg.StateLifetime / time.Second),
+		HttpOnly: true,
+		Secure:   g.u.secure,
+		SameSite: http.SameSiteLaxMode, // sent on the authorization server's top-level redirect back
+	})
+	w.Header().Set("Cache-Control", "no-store")
+	g.connectEvent("started")
+	http.Redirect(w, r, g.x.oc.AuthCodeURL(state, opts...), http.StatusFound)
+}
+
+func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		g.flowError(w, r, http.StatusMethodNotAllowed, "method_not_allowed", "the callback takes GET")
+		return
+	}
+	fail := func(status int, code, desc string) {
+		g.connectEvent(code)
+		g.logger().Info("connect callback refused", zap.String("error", code), zap.String("reason", desc))
+		g.flowError(w, r, status, code, desc)
+	}
+	if len(r.URL.RawQuery) > maxCallbackQuery {
+		fail(http.StatusBadRequest, "invalid_request", "the callback's query is too long")
+		return
+	}
+	q := r.URL.Query()
+	for k, vs := range q {
+		if len(vs) > 1 {
+			fail(http.StatusBadRequest, "invalid_request", "the callback repeats a parameter")
+			return
+		}
+		if len(k) > 64 || len(vs[0]) > maxCallbackValue {
+			fail(http.StatusBadRequest, "invalid_request", "a callback parameter is too long")
+			return
+		}
+	}
+	if subject == "" {
+		fail(http.StatusUnauthorized, CodeUnauthenticated, "log in before connecting a TaskNation account")
+		return
+	}
+	state := q.Get("state")
+	if state == "" {
+		fail(http.StatusBadRequest, "invalid_state", "the callback has no state: connect again")
+		return
+	}
+	c, err := r.Cookie(stateCookie)
+	if err != nil || subtle.ConstantTimeCompare([]byte(c.Value), []byte(state)) != 1 {
+		fail(http.StatusBadRequest, "invalid_state", "the state was not issued to this browser: connect again (cookies must be enabled)")
+		return
+	}
+	p, why := g.u.states.take(state, g.u.userKey(subject), g.clock.Now())
+	if p == nil {
+		fail(http.StatusBadRequest, "invalid_state", why)
+		return
+	}
+	// The state is spent: clear its cookie whatever happens next.
+	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: g.cfg.CallbackPath, MaxAge: -1,
+		HttpOnly: true, Secure: g.u.secure, SameSite: http.SameSiteLaxMode})
+	if e := q.Get("error"); e != "" {
+		code := "authorization_failed"
+		if isErrorCode(e) {
+			code = e
+		}
+		fail(http.StatusBadRequest, code, "TaskNation did not authorize the connection ("+code+")")
+		return
+	}
+	code := q.Get("code")
+	if code == "" {
+		fail(http.StatusBadRequest, "invalid_request", "the callback has neither a code nor an error")
+		return
+	}
+	// The code is single use: finish the exchange even if the browser
+	// goes away.
+	ctx := context.WithoutCancel(r.Context())
+	tok, err := g.x.exchange(ctx, code, p.verifier)
+	if err != nil {
+		var ee *EndpointError
+		if errors.As(err, &ee) && ee.Kind == "rejected" && ee.Code == "invalid_grant" {
+			fail(http.StatusBadRequest, "invalid_grant", "TaskNation refused the authorization code (expired or already used): connect again")
+			return
+		}
+		g.logger().Warn("authorization code exchange failed", zap.Error(err))
+		fail(http.StatusBadGateway, "exchange_failed", "the token request failed: "+describeErr(err)+"; connect again")
+		return
+	}
+	if tok.RefreshToken == "" {
+		g.logger().Warn("the authorization server issued no refresh token (was offline_access granted?); the user must connect again when the access token expires")
+	} else {
+		tok.RefreshExpiry = tok.ObtainedAt.Add(g.cfg.RefreshTokenLifetime)
+	}
+	key := p.subjectKey
+	err = g.exclusive(ctx, key, func() (any, error) {
+		if err := g.persist(ctx, key, tok); err != nil {
+			return nil, err
+		}
+		g.u.failing.Delete(key)
+		return tok, g.u.l1.Set(ctx, key, tok)
+	})
+	if err != nil {
+		g.logger().Error("storing the new user tokens failed", zap.Error(err))
+		fail(http.StatusServiceUnavailable, "store_failed", "the tokens could not be stored: connect again")
+		return
+	}
+	g.connectEvent("connected")
+	g.logger().Info("user connected", zap.String("subject_key", key), zap.Strings("scopes", tok.Scopes))
+	if g.cfg.ConnectedRedirect != "" {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, g.cfg.ConnectedRedirect, http.StatusSeeOther)
+		return
+	}
+	g.flowPage(w, r, http.StatusOK, flowPage{Connected: true, Title: "TaskNation account connected",
+		Message: "Your TaskNation account is connected. You can close this page."}, map[string]any{"status": "connected"})
+}
+
+func (g *Gate) disconnect(w http.ResponseWriter, r *http.Request, subject string) {
+	if r.Method != http.MethodPost && r.Method != http.MethodDelete {
+		w.Header().Set("Allow", "POST, DELETE")
+		g.flowError(w, r, http.StatusMethodNotAllowed, "method_not_allowed", "use POST to disconnect")
+		return
+	}
+	// A cross-site form must not disconnect the user behind the browser's
+	// stored credentials.
+	if err := http.NewCrossOriginProtection().Check(r); err != nil {
+		g.flowError(w, r, http.StatusForbidden, "cross_origin", "cross-origin disconnect refused")
+		return
+	}
+	if subject == "" {
+		g.flowError(w, r, http.StatusUnauthorized, CodeUnauthenticated, "log in before disconnecting")
+		return
+	}
+	if err := g.Disconnect(r.Context(), subject); err != nil {
+		g.logger().Error("disconnect failed", zap.Error(err))
+		g.flowError(w, r, http.StatusServiceUnavailable, "store_failed", "the tokens could not be deleted")
+		return
+	}
+	g.logger().Info("user disconnected", zap.String("subject_key", g.u.userKey(subject)))
+	g.flowPage(w, r, http.StatusOK, flowPage{Title: "TaskNation account disconnected",
+		Message: "Your TaskNation account is disconnected."}, map[string]any{"status": "disconnected"})
+}
+
+// isErrorCode reports whether e is an RFC 6749 error code (%x20-21 /
+// %x23-5B / %x5D-7E), restricted here to what codes really look like, so
+// that nothing odd is echoed.
+func isErrorCode(e string) bool {
+	if len(e) > 64 {
+		return false
+	}
+	for _, c := range e {
+		if (c < 'a' || c > 'z') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// describeErr names a token-request failure for a person, without server
+// text.
+func describeErr(err error) string {
+	var ee *EndpointError
+	if errors.As(err, &ee) {
+		return describe(ee)
+	}
+	return "the token endpoint could not be reached"
+}
+
+// flowPage is what a person sees at the end of a connect.
+type flowPage struct {
+	Connected      bool
+	Title, Message string
+	Code           string
+	ConnectURL     string
+}
+
+var flowTmpl = template.Must(template.New("flow").Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>{{.Title}}</title></head>
+<body>
+<h1 id="title">{{.Title}}</h1>
+<p id="message">{{.Message}}</p>
+{{- if .Code}}
+<p>Error: <code id="error">{{.Code}}</code></p>
+{{- end}}
+{{- if .ConnectURL}}
+<p><a id="retry" href="{{.ConnectURL}}">Try again</a></p>
+{{- end}}
+</body></html>
+`))
+
+// wantsHTML reports whether the client is a browser rather than an API
+// client: it asks for text/html.
+func wantsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+func (g *Gate) flowError(w http.ResponseWriter, r *http.Request, status int, code, desc string) {
+	connect := g.u.connectURL
+	if !wantsHTML(r) {
+		writeJSONError(w, status, errorBody{Error: code, Description: desc, ConnectURL: connect})
+		return
+	}
+	g.flowPage(w, r, status, flowPage{Title: "TaskNation account not connected", Message: desc, Code: code, ConnectURL: connect}, nil)
+}
+
+// flowPage answers HTML to browsers, else the JSON of js.
+func (g *Gate) flowPage(w http.ResponseWriter, r *http.Request, status int, p flowPage, js map[string]any) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if js != nil && !wantsHTML(r) {
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(js)
+		return
+	}
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "default-src 'none'")
+	w.WriteHeader(status)
+	_ = flowTmpl.Execute(w, p)
+}
