@@ -364,7 +364,7 @@ func (g *Gate) redeem(ctx context.Context, refreshToken string, log *zap.Logger)
 		d := wait/2 + time.Duration(rand.Int64N(int64(wait/2)+1))
 		// The retry must reach the server inside its grace window, which
 		// opened no earlier than the first attempt.
-		if g.clock.Now().Add(d + g.cfg.RequestTimeout/4).Sub(first) >= g.cfg.GracePeriod {
+		if g.clock.Now().Add(d+g.cfg.RequestTimeout/4).Sub(first) >= g.cfg.GracePeriod {
 			return nil, err
 		}
 		log.Warn("refresh got no answer; retrying with the same refresh token inside the grace period",
