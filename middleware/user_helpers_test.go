@@ -29,6 +29,7 @@ type userFixture struct {
 	srv   *tasknationtest.Server
 	gate  *middleware.Gate
 	gw    *httptest.Server
+	base  string // the gateway's URL
 	clock *clock
 	logs  *observer.ObservedLogs
 }
@@ -44,6 +45,7 @@ func newUserFixture(t testing.TB, srvOpts tasknationtest.Options, mod func(*midd
 	f.gw = httptest.NewUnstartedServer(nil)
 	f.gw.Start()
 	t.Cleanup(f.gw.Close)
+	f.base = f.gw.URL
 	f.srv.AddRedirectURI(tasknationtest.DefaultClientID, f.gw.URL+"/oauth2/callback")
 	core, logs := observer.New(zapcore.DebugLevel)
 	f.logs = logs
@@ -129,7 +131,7 @@ func (b *browser) get(rawURL string) answer { return b.do(http.MethodGet, rawURL
 // redirects to.
 func (b *browser) startConnect(f *userFixture) *url.URL {
 	b.t.Helper()
-	a := b.get(f.gw.URL + "/oauth2/connect")
+	a := b.get(f.base + "/oauth2/connect")
 	if a.status != http.StatusFound {
 		b.t.Fatalf("connect: status %d, want 302; body %s", a.status, a.body)
 	}
@@ -171,7 +173,7 @@ func (b *browser) connect(f *userFixture, login string) {
 // api calls the fake API through the gateway and returns the answer.
 func (b *browser) api(f *userFixture) answer {
 	b.t.Helper()
-	return b.get(f.gw.URL + "/api/v1/businesses/me")
+	return b.get(f.base + "/api/v1/businesses/me")
 }
 
 func wantUserError(t testing.TB, a answer, status int, code string) {

@@ -285,8 +285,18 @@ func TestUser_ConcurrentExpiredOneRefresh(t *testing.T) {
 	if after.AccessToken == before.AccessToken || after.RefreshToken == before.RefreshToken {
 		t.Error("token set not rotated")
 	}
-	if f.srv.RefreshActive(before.RefreshToken) && f.srv.RefreshActive(after.RefreshToken) {
-		// within grace both are usable; what matters is the successor
+	// Past the grace period nobody may present the rotated token again.
+	f.clock.Advance(2 * time.Minute)
+	for range 10 {
+		if a := alice.api(f); a.status != 200 {
+			t.Fatalf("after the grace period: %d %s", a.status, a.body)
+		}
+	}
+	if n := f.srv.StaleRefreshReuses(); n != 0 {
+		t.Errorf("the fake saw %d already-rotated refresh tokens after the grace period", n)
+	}
+	if n := f.srv.GraceRefreshReuses(); n != 0 {
+		t.Errorf("the fake saw %d reuses of a rotated refresh token; one refresh should need none", n)
 	}
 	if !f.srv.RefreshActive(after.RefreshToken) {
 		t.Error("the stored refresh token is not the live one")
