@@ -2,6 +2,8 @@ package middleware_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -484,5 +486,78 @@ func TestUser_FileStoreRestart(t *testing.T) {
 	}
 	if n := srv.TokenRequests(tasknationtest.GrantAuthorizationCode); n != 1 {
 		t.Errorf("code exchanges = %d, want 1 (no reconnect)", n)
+	}
+}
+
+// TestUser_LogsNoSecrets: across connect, refresh, a lost answer and an
+// invalid_grant, no log line at debug level carries a token, the code,
+// the state or the client secret.
+func TestUser_LogsNoSecrets(t *testing.T) {
+	f := newUserFixture(t, tasknationtest.Options{}, func(c *middleware.Config) { c.MinBackoff = time.Millisecond })
+	alice := f.browser(t, "alice")
+	cb := alice.authorize(alice.startConnect(f), "tn-alice")
+	secrets := []string{tasknationtest.DefaultClientSecret, cb.Query().Get("code"), cb.Query().Get("state")}
+	if a := alice.get(cb.String()); a.status != 200 {
+		t.Fatalf("callback: %d", a.status)
+	}
+	tok, _ := f.gate.UserToken(context.Background(), "alice")
+	secrets = append(secrets, tok.AccessToken, tok.RefreshToken)
+	f.clock.Advance(time.Hour + time.Minute)
+	f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultLostAfterRotation, Grant: tasknationtest.GrantRefreshToken, Count: 1})
+	done := make(chan answer, 1)
+	go func() { done <- alice.api(f) }()
+	eventually(t, "the retry's backoff timer", func() bool { return f.clock.pending() > 0 })
+	f.clock.Advance(time.Second)
+	if a := <-done; a.status != 200 {
+		t.Fatalf("refresh: %d %s", a.status, a.body)
+	}
+	tok2, _ := f.gate.UserToken(context.Background(), "alice")
+	secrets = append(secrets, tok2.AccessToken, tok2.RefreshToken)
+	refreshOnce(t, f.srv, tok2.RefreshToken)
+	f.clock.Advance(2 * time.Hour)
+	wantUserError(t, alice.api(f), http.StatusUnauthorized, "reauthorization_required")
+
+	if f.logs.Len() < 4 {
+		t.Fatalf("only %d log lines: the test would prove nothing", f.logs.Len())
+	}
+	for _, e := range f.logs.All() {
+		line := e.Message
+		for _, fld := range e.Context {
+			line += " " + fld.Key + "=" + fld.String + " " + fmt.Sprint(fld.Interface)
+		}
+		for _, s := range secrets {
+			if s != "" && strings.Contains(line, s) {
+				t.Errorf("log line %q carries a secret", e.Message)
+			}
+		}
+	}
+}
+
+// TestUser_Transport: an outbound client of an authorization_code Gate
+// sends the token of the subject in the request's context.
+func TestUser_Transport(t *testing.T) {
+	f := newUserFixture(t, tasknationtest.Options{}, nil)
+	f.browser(t, "alice").connect(f, "tn-alice")
+	c := &http.Client{Transport: f.gate.Transport(nil)}
+	for _, s := range []struct {
+		subject string
+		status  int
+	}{{"alice", 200}, {"", 0}, {"bob", 0}} {
+		req, _ := http.NewRequestWithContext(middleware.WithSubject(context.Background(), s.subject), http.MethodGet, f.srv.APIURL()+"/v1/businesses/me", nil)
+		resp, err := c.Do(req)
+		if s.status == 0 {
+			var ue *middleware.UserError
+			if !errors.As(err, &ue) {
+				t.Errorf("subject %q: err = %v, want a *UserError", s.subject, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != s.status {
+			t.Errorf("subject %q: %d, want %d", s.subject, resp.StatusCode, s.status)
+		}
 	}
 }
