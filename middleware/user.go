@@ -72,8 +72,12 @@ func (u *users) source() tokenstore.Store {
 // client and subject, same key. Hashed so that no store holds the subject
 // or the client id in clear.
 func (u *users) userKey(subject string) string {
-	h := sha256.Sum256([]byte(u.keyPrefix + subject))
-	return "user:" + hex.EncodeToString(h[:16])
+	var buf [192]byte // on the stack for the usual subject: one allocation, the key
+	h := sha256.Sum256(append(append(buf[:0], u.keyPrefix...), subject...))
+	var key [len("user:") + 32]byte
+	copy(key[:], "user:")
+	hex.Encode(key[len("user:"):], h[:16])
+	return string(key[:])
 }
 
 // ConnectURL is the absolute URL at which a person connects their
