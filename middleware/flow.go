@@ -156,6 +156,7 @@ func (g *Gate) connect(w http.ResponseWriter, r *http.Request, subject string) {
 		SameSite: http.SameSiteLaxMode, // sent on the authorization server's top-level redirect back
 	})
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
 	g.connectEvent("started")
 	http.Redirect(w, r, g.x.oc.AuthCodeURL(state, opts...), http.StatusFound)
 }
@@ -257,6 +258,7 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 	g.logger().Info("user connected", zap.String("subject_key", key), zap.Strings("scopes", tok.Scopes))
 	if g.cfg.ConnectedRedirect != "" {
 		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Referrer-Policy", "no-referrer")
 		http.Redirect(w, r, g.cfg.ConnectedRedirect, http.StatusSeeOther)
 		return
 	}
@@ -345,6 +347,9 @@ func wantsHTML(r *http.Request) bool {
 }
 
 func (g *Gate) flowError(w http.ResponseWriter, r *http.Request, status int, code, desc string) {
+	// The callback's URL holds the code and state: a link followed from
+	// its page must not send them on as Referer.
+	w.Header().Set("Referrer-Policy", "no-referrer")
 	connect := g.u.connectURL
 	if !wantsHTML(r) {
 		writeJSONError(w, status, errorBody{Error: code, Description: desc, ConnectURL: connect})
@@ -358,6 +363,7 @@ func (g *Gate) flowPage(w http.ResponseWriter, r *http.Request, status int, p fl
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
 	if js != nil && !wantsHTML(r) {
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(status)

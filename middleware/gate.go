@@ -317,6 +317,11 @@ func (e *entry) stop() {
 // failed records a failed token request and schedules the next attempt:
 // exponential backoff from MinBackoff to MaxBackoff, with equal jitter.
 func (s *slot) failed(g *Gate, now time.Time, err error) {
+	s.backOff(g, now, err, "token request failed")
+}
+
+// backOff is failed with the log message of the failure.
+func (s *slot) backOff(g *Gate, now time.Time, err error, msg string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures++
@@ -332,7 +337,7 @@ func (s *slot) failed(g *Gate, now time.Time, err error) {
 	if errors.As(err, &ee) && ee.Kind == "rejected" {
 		level = zap.ErrorLevel // bad credentials or scopes: retrying will not help
 	}
-	g.logger().Log(level, "token request failed", zap.Error(err), zap.Int("failures", s.failures), zap.Duration("retry_in", d))
+	g.logger().Log(level, msg, zap.Error(err), zap.Int("failures", s.failures), zap.Duration("retry_in", d))
 }
 
 func (s *slot) succeeded() {

@@ -25,7 +25,10 @@ type UserObserver interface {
 	// Connect reports a step of the connect flow: "started" (a connect
 	// redirected to the authorization server), "connected" (a callback
 	// stored tokens) or the error code a callback answered with
-	// ("invalid_state", "access_denied", "invalid_grant", ...).
+	// ("invalid_state", "access_denied", "invalid_grant", ...). The code
+	// of a denied authorization comes from the authorization server by
+	// way of the browser: any [a-z_]{1,64}. A metric should map codes it
+	// does not know to one label value.
 	Connect(outcome string)
 	// RefreshTokenExpiring reports a refresh of a subject whose refresh
 	// token runs out within Config.RefreshTokenWarning.

@@ -279,8 +279,13 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 		return nil, g.userError(CodeNotConnected, "no TaskNation account is connected for this user")
 	}
 	if err != nil {
-		log.Error("token store read failed", zap.Error(err))
-		return nil, &UnavailableError{RetryAfter: time.Second, Err: &storeError{err}}
+		// A store that cannot be read (down, or a wrong encryption key)
+		// is backed off per subject like a failing endpoint, so that a
+		// bad key does not turn every request into a store read and an
+		// error line.
+		f := g.failingSlot(key)
+		f.backOff(g, g.clock.Now(), &storeError{err}, "token store read failed")
+		return nil, f.unavailable(g.clock.Now(), nil)
 	}
 	now := g.clock.Now()
 	phase := g.userPhase(cur, now)

@@ -227,6 +227,9 @@ func TestUser_CallbackHTMLPages(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("browser callback: %d %s, want 200 text/html", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
+	if rp := resp.Header.Get("Referrer-Policy"); rp != "no-referrer" {
+		t.Errorf("the callback page's Referrer-Policy is %q: a link on it would send the code on", rp)
+	}
 	// The state cookie was HttpOnly, SameSite=Lax and (on loopback http) not Secure.
 	b2 := f.browser(t, "alice")
 	req, _ = http.NewRequest(http.MethodGet, f.gw.URL+"/oauth2/connect", nil)
