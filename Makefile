@@ -14,7 +14,7 @@ CADDY_VERSION   = $(shell awk '$$1 == "github.com/caddyserver/caddy/v2" { print 
 # What the module compiles from: a change to any of these rebuilds ./caddy.
 CADDY_SRC      := go.mod go.sum $(shell find caddymodule middleware tokenstore -name '*.go' ! -name '*_test.go' 2>/dev/null)
 
-.PHONY: all test deps vet race demo demo-standalone bench bench-e2e caddy-check lint fmt help
+.PHONY: all test deps browser-deps vet race demo demo-standalone bench bench-e2e caddy-check lint fmt help
 
 all: test
 
@@ -22,6 +22,7 @@ help:
 	@echo "make demo            Caddy + oauth2_token in-process against the fake TaskNation server (DEMO_ONESHOT=1 to exit after its self-check)"
 	@echo "make demo-standalone the plain-Go gateway (examples/standalone) against the fake server"
 	@echo "make test            go vet + go test -race over every package, then caddy-check (what CI runs)"
+	@echo "make browser-deps    Debian's chromium for the headless-browser test, when missing (as root)"
 	@echo "make caddy           build ./caddy with xcaddy $(XCADDY_VERSION): Caddy $(CADDY_VERSION) + this checkout's caddymodule"
 	@echo "make caddy-check     ./caddy lists http.handlers.oauth2_token; the example Caddyfiles adapt and validate"
 	@echo "make bench           benchmarks with -benchmem -count $(COUNT), summarized by benchstat against the baseline of the same run"
@@ -31,12 +32,26 @@ help:
 deps:
 	$(GO) mod download
 
+# The browser test (caddyfile_test/browser_test.go) drives Debian's
+# chromium; CI is a fresh Debian machine as root. A browser comes from apt
+# only, never from a download of its own. Not root and no chromium: the
+# test skips outside CI and fails in it.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "browser-deps: installing Debian's chromium"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "browser-deps: chromium is not installed and we are not root: install Debian's chromium package"; \
+		fi; \
+	}
+
 vet: deps
 	$(GO) vet $(PKGS)
 
 # caddy-check comes last: on a fresh machine it builds Caddy with xcaddy,
 # which takes minutes.
-test: vet
+test: vet browser-deps
 	$(GO) test -race -count=1 $(PKGS)
 	@# Every benchmark once, for the counts they assert (herd, backoff).
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./middleware/ ./tokenstore/
@@ -83,9 +98,10 @@ caddy-check: caddy
 	@./caddy list-modules | grep -qx 'http.handlers.oauth2_token' \
 		|| { echo "caddy-check: ./caddy does not list http.handlers.oauth2_token"; exit 1; }
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
-	for f in examples/Caddyfile examples/demo/Caddyfile; do \
+	for f in examples/Caddyfile examples/demo/Caddyfile examples/user-context/Caddyfile; do \
 		TASKNATION_CLIENT_ID=caddy-check TASKNATION_CLIENT_SECRET=caddy-check \
 		TASKNATION_TOKEN_URL=http://127.0.0.1:9/oauth2/token TASKNATION_API_ADDR=127.0.0.1:9 \
+		TASKNATION_AUTH_URL=http://127.0.0.1:9/oauth2/auth TOKENGATE_KEY=Y2FkZHktY2hlY2stc3RhbmQtaW4ta2V5LTMyLWJ5dGU= \
 		./caddy adapt --config $$f --adapter caddyfile --validate >/dev/null 2>"$$log" \
 			|| { cat "$$log"; echo "caddy-check: ./caddy adapt --config $$f failed"; exit 1; }; \
 		grep '"level":"warn"' "$$log" || true; \

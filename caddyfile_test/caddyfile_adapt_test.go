@@ -36,6 +36,11 @@ var (
 	winNewlines = regexp.MustCompile(`\r?\n`)
 )
 
+// fixtureSecrets are secrets some error fixtures write in clear: no
+// error may quote them (Caddy prints adapt errors and returns them from
+// its admin API).
+var fixtureSecrets = []string{"s3cr3t", "part2-of-secret"}
+
 type fixture struct {
 	name      string
 	caddyfile string
@@ -116,8 +121,14 @@ func TestCaddyfileAdaptToJSON(t *testing.T) {
 				if err == nil {
 					t.Fatalf("adapting succeeded, want an error containing %q; got:\n%s", f.expected, got)
 				}
-				if msg := winNewlines.ReplaceAllString(err.Error(), "\n"); !strings.Contains(msg, f.expected) {
+				msg := winNewlines.ReplaceAllString(err.Error(), "\n")
+				if !strings.Contains(msg, f.expected) {
 					t.Fatalf("error does not contain the expected text\nwant substring: %s\ngot:            %s", f.expected, msg)
+				}
+				for _, secret := range fixtureSecrets {
+					if strings.Contains(msg, secret) {
+						t.Errorf("the error shows %q, a secret the fixture writes in clear: %s", secret, msg)
+					}
 				}
 				return
 			}
@@ -149,11 +160,12 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		"TN_TOKEN_URL":            "https://env-only-token-url.example/token",
 		"TN_SUPPLY_CLIENT_SECRET": "env-only-supply-secret-b04d",
 		"TN_DEMAND_CLIENT_SECRET": "env-only-demand-secret-e5c8",
+		"TOKENGATE_KEY":           "ZW52LW9ubHktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM=",
 	}
 	for k, v := range secrets {
 		t.Setenv(k, v)
 	}
-	literal := 0
+	literal, key := 0, 0
 	for name, got := range adaptedFixtures(t) {
 		for k, v := range secrets {
 			if bytes.Contains(got, []byte(v)) {
@@ -163,10 +175,16 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		if bytes.Contains(got, []byte(`"client_secret":"{env.TN_CLIENT_SECRET}"`)) {
 			literal++
 		}
+		if bytes.Contains(got, []byte(`"encryption_key":"{env.TOKENGATE_KEY}"`)) {
+			key++
+		}
 	}
 	// The check above is empty unless fixtures do use the placeholder.
 	if literal == 0 {
 		t.Errorf(`no adapted fixture has "client_secret":"{env.TN_CLIENT_SECRET}" literally`)
+	}
+	if key == 0 {
+		t.Errorf(`no adapted fixture has "encryption_key":"{env.TOKENGATE_KEY}" literally`)
 	}
 }
 

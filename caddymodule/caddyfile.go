@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/tasknation/tokengate/middleware"
+	"github.com/tasknation/tokengate/tokenstore"
 )
 
 func init() {
@@ -37,16 +38,31 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    client_id       <id>
 //	    client_secret   <secret>
 //	    scopes          <scope...>
-//	    grant           client_credentials
-//	    store           memory
+//	    grant           client_credentials|authorization_code
+//	    store           memory|file <dir>|caddy
+//	    encryption_key  <base64 32 bytes>
 //	    request_timeout <duration>
 //	    refresh_window  <fraction>
 //	    backoff         <min> <max>
+//
+//	    # authorization_code only
+//	    user                  <placeholder>
+//	    redirect_uri          <absolute url>
+//	    auth_url              <url>
+//	    connect_path          <path>
+//	    callback_path         <path>
+//	    disconnect_path       <path>
+//	    pkce                  on|off
+//	    connected_redirect    <url or path>
+//	    state_lifetime        <duration>
+//	    grace_period          <duration>
+//	    refresh_token_warning <duration>
 //	}
 //
-// client_id and client_secret are required. Each subdirective may appear
-// once. Values are checked here as far as they can be without resolving
-// placeholders, so that `caddy adapt` reports mistakes.
+// client_id and client_secret are required; with authorization_code, user
+// and redirect_uri too. Each subdirective may appear once. Values are
+// checked here as far as they can be without resolving placeholders, so
+// that `caddy adapt` reports mistakes.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
@@ -59,13 +75,26 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("oauth2_token: duplicate subdirective %q", sub)
 		}
 		seen[sub] = true
+		// one reads the single argument of sub. An extra argument is
+		// not quoted back: it may be part of a secret.
 		one := func(dst *string) error {
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
 			*dst = d.Val()
 			if d.NextArg() {
-				return d.ArgErr()
+				return d.Errf("oauth2_token: %s takes one argument", sub)
+			}
+			return nil
+		}
+		// duration reads a positive duration into dst.
+		duration := func(dst *caddy.Duration) error {
+			var s string
+			if err := one(&s); err != nil {
+				return err
+			}
+			if err := dst.UnmarshalJSON([]byte(strconv.Quote(s))); err != nil || *dst <= 0 {
+				return d.Errf("oauth2_token: %s: %q is not a positive duration", sub, s)
 			}
 			return nil
 		}
@@ -82,15 +111,29 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "client_secret":
 			err = one(&h.ClientSecret)
 		case "grant":
-			if err = one(&h.Grant); err == nil {
-				if _, err = h.config(nil); err != nil {
-					return d.Err(err.Error())
-				}
+			if err = one(&h.Grant); err == nil && h.Grant != middleware.GrantClientCredentials && h.Grant != middleware.GrantAuthorizationCode {
+				return d.Errf("oauth2_token: grant: unknown grant %q (want client_credentials or authorization_code)", h.Grant)
 			}
 		case "store":
-			if err = one(&h.Store); err == nil {
-				if _, err = h.config(nil); err != nil {
-					return d.Err(err.Error())
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 0:
+				return d.ArgErr()
+			case args[0] == storeFile && len(args) == 1:
+				return d.Errf("oauth2_token: store: file needs a directory: store file <dir>")
+			case args[0] == storeFile && len(args) == 2:
+				h.Store, h.StoreDir = args[0], args[1]
+			case (args[0] == storeMemory || args[0] == storeCaddy) && len(args) == 1:
+				h.Store = args[0]
+			case args[0] == storeMemory || args[0] == storeCaddy || args[0] == storeFile:
+				return d.Errf("oauth2_token: store: too many arguments (want memory, file <dir> or caddy)")
+			default:
+				return d.Errf("oauth2_token: store: unknown store %q (want memory, file <dir> or caddy)", args[0])
+			}
+		case "encryption_key":
+			if err = one(&h.EncryptionKey); err == nil && !hasPlaceholder(h.EncryptionKey) {
+				if _, err := tokenstore.ParseKey(h.EncryptionKey); err != nil {
+					return d.Errf("oauth2_token: encryption_key: %s", strings.TrimPrefix(err.Error(), "tokenstore: "))
 				}
 			}
 		case "scopes":
@@ -99,14 +142,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "request_timeout":
-			var s string
-			if err = one(&s); err == nil {
-				var dur caddy.Duration
-				if err = dur.UnmarshalJSON([]byte(strconv.Quote(s))); err != nil || dur <= 0 {
-					return d.Errf("oauth2_token: request_timeout: %q is not a positive duration", s)
-				}
-				h.RequestTimeout = dur
-			}
+			err = duration(&h.RequestTimeout)
 		case "refresh_window":
 			var s string
 			if err = one(&s); err == nil {
@@ -124,11 +160,55 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("oauth2_token: backoff: %q is not a positive duration", args[i])
 				}
 			}
+		case "user":
+			if err = one(&h.User); err == nil {
+				if err := checkUser(h.User); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+		case "redirect_uri":
+			err = one(&h.RedirectURI)
+		case "auth_url":
+			err = one(&h.AuthURL)
+		case "connect_path":
+			err = one(&h.ConnectPath)
+		case "callback_path":
+			err = one(&h.CallbackPath)
+		case "disconnect_path":
+			err = one(&h.DisconnectPath)
+		case "pkce":
+			var s string
+			if err = one(&s); err == nil {
+				switch s {
+				case "on":
+					h.DisablePKCE = false
+				case "off":
+					h.DisablePKCE = true
+				default:
+					return d.Errf("oauth2_token: pkce: %q is not on or off", s)
+				}
+			}
+		case "connected_redirect":
+			err = one(&h.ConnectedRedirect)
+		case "state_lifetime":
+			err = duration(&h.StateLifetime)
+		case "grace_period":
+			err = duration(&h.GracePeriod)
+		case "refresh_token_warning":
+			err = duration(&h.RefreshTokenWarning)
 		default:
 			return d.Errf("oauth2_token: unrecognized subdirective %q", sub)
 		}
 		if err != nil {
 			return err
+		}
+	}
+	if h.Grant == "" || h.Grant == middleware.GrantClientCredentials {
+		// Also what config cannot see: "pkce on" is the zero value.
+		for _, sub := range userOnlySubdirectives {
+			if seen[sub] {
+				return d.Err(userOnly(sub).Error())
+			}
 		}
 	}
 	if err := h.check(); err != nil {
@@ -139,7 +219,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // check validates what can be validated before placeholders are resolved.
 func (h *Handler) check() error {
-	c, err := h.config(nil)
+	c, _, err := h.config(nil)
 	if err != nil {
 		return err
 	}
@@ -150,11 +230,17 @@ func (h *Handler) check() error {
 	if c.ClientSecret == "" {
 		return fmt.Errorf("oauth2_token: client_secret is required")
 	}
-	if strings.Contains(c.TokenURL, "{") {
+	if hasPlaceholder(c.TokenURL) {
 		c.TokenURL = ""
 		if c.Provider.TokenURL == "" {
 			c.TokenURL = "https://placeholder.invalid/token"
 		}
+	}
+	if hasPlaceholder(c.AuthURL) {
+		c.AuthURL = "https://placeholder.invalid/auth"
+	}
+	if hasPlaceholder(c.RedirectURI) {
+		c.RedirectURI = "https://placeholder.invalid" + middleware.DefaultCallbackPath
 	}
 	return validate(c)
 }

@@ -13,14 +13,17 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/tasknation/tokengate/middleware"
+	"github.com/tasknation/tokengate/tokenstore"
 )
 
 func init() {
@@ -28,16 +31,36 @@ func init() {
 }
 
 // gates holds the token sources across config reloads: a reload with the
-// same effective client configuration keeps the token it has.
+// same effective client configuration keeps the tokens it has.
 var gates = caddy.NewUsagePool()
 
-// Handler injects OAuth 2.0 access tokens into requests. It obtains an
-// application token (client_credentials grant) for the configured client,
-// refreshes it in the background before it expires, and replaces any
+// Token stores (Handler.Store).
+const (
+	storeMemory = "memory"
+	storeFile   = "file"
+	storeCaddy  = "caddy"
+)
+
+// Handler injects OAuth 2.0 access tokens into requests, and replaces any
 // Authorization header the client sent with "Bearer <token>". When no
-// valid token can be had it answers 503 with a JSON body
-// {"error":"token_unavailable"} and a Retry-After header; the request is
-// never passed on without a token.
+// valid token can be had it answers with a JSON error and never passes the
+// request on without a token.
+//
+// With the client_credentials grant (application context) it obtains one
+// token for the client, shared by every request, refreshed in the
+// background before it expires; without one it answers 503
+// {"error":"token_unavailable"} with a Retry-After header.
+//
+// With the authorization_code grant (user context) each request acts for
+// a user, the subject, taken from a trusted placeholder (`user`, set by an
+// authentication handler such as basic_auth or forward_auth that runs
+// first). The handler serves the connect, callback and disconnect
+// endpoints through which a user connects a TaskNation account, keeps
+// each user's tokens in the store (Caddy's storage by default) and renews
+// them with the refresh token. A request without a subject gets 401
+// unauthenticated; a subject without tokens gets 401 not_connected with
+// the connect_url; one whose refresh token was refused or ran out gets
+// 401 reauthorization_required.
 //
 // Secrets may be given as placeholders ({env.NAME}, {file./path}); they are
 // resolved when the config is loaded and never appear in the JSON config.
@@ -45,7 +68,8 @@ type Handler struct {
 	// The authorization server preset: "tasknation" (TaskNation's
 	// endpoints, client credentials in the form body, scope catalog
 	// checked) or "generic" (any RFC 6749 server; token_url required,
-	// client credentials in an HTTP Basic header). Default: tasknation
+	// and auth_url with the authorization_code grant; client credentials
+	// in an HTTP Basic header). Default: tasknation
 	Provider string `json:"provider,omitempty"`
 
 	// The token endpoint. Overrides the provider's. Must be https://
@@ -61,15 +85,90 @@ type Handler struct {
 	ClientSecret string `json:"client_secret,omitempty"`
 
 	// Scopes requested with every token. With the tasknation provider each
-	// must be in TaskNation's catalog. Default: none
+	// must be in TaskNation's catalog. With the authorization_code grant
+	// offline_access is always requested. Default: none
 	Scopes []string `json:"scopes,omitempty"`
 
-	// The grant type. Only client_credentials (application context) is
-	// supported so far. Default: client_credentials
+	// The grant type: "client_credentials" (application context: one
+	// token for the client) or "authorization_code" (user context: a
+	// token set per user, obtained through the connect and callback
+	// endpoints). Default: client_credentials
 	Grant string `json:"grant,omitempty"`
 
-	// The token store. Only "memory" is supported so far. Default: memory
+	// The authorization endpoint the connect endpoint redirects to
+	// (authorization_code only). Must be https:// unless the host is
+	// loopback. Placeholders are resolved at load.
+	// Default: the provider's (https://auth.tasknation.com/oauth2/auth)
+	AuthURL string `json:"auth_url,omitempty"`
+
+	// The subject of a request (authorization_code only): a placeholder,
+	// resolved per request, that an authentication handler running first
+	// sets, such as {http.auth.user.id} (basic_auth, or forward_auth's
+	// copy_headers as {http.request.header.Remote-User}). It must come
+	// from a trusted source: whoever controls it chooses whose tokens a
+	// request gets. A placeholder that is unknown or empty makes the
+	// request unauthenticated (401). Required with authorization_code.
+	User string `json:"user,omitempty"`
+
+	// The absolute URL of the callback endpoint as registered with the
+	// authorization server (authorization_code only). Must be https://
+	// unless the host is loopback. Its path is the default callback_path;
+	// its origin makes connect_url absolute. Placeholders are resolved at
+	// load. Required with authorization_code.
+	RedirectURI string `json:"redirect_uri,omitempty"`
+
+	// The path of the connect endpoint (GET: redirects to the
+	// authorization server). Default: /oauth2/connect
+	ConnectPath string `json:"connect_path,omitempty"`
+
+	// The path of the callback endpoint. Default: redirect_uri's path, or
+	// /oauth2/callback when it has none
+	CallbackPath string `json:"callback_path,omitempty"`
+
+	// The path of the disconnect endpoint (POST: deletes the user's
+	// tokens). Default: /oauth2/disconnect
+	DisconnectPath string `json:"disconnect_path,omitempty"`
+
+	// Turns PKCE (S256) off, for authorization servers that reject it.
+	// Default: false (PKCE on)
+	DisablePKCE bool `json:"disable_pkce,omitempty"`
+
+	// Where the callback sends the browser once the account is connected:
+	// an absolute URL or a path. Default: a page saying it is connected
+	ConnectedRedirect string `json:"connected_redirect,omitempty"`
+
+	// How long a connect may take, from the connect endpoint to the
+	// callback. Default: 10m
+	StateLifetime caddy.Duration `json:"state_lifetime,omitempty"`
+
+	// How long after its first attempt a refresh that got no answer (a
+	// network error) is retried with the same refresh token; TaskNation
+	// accepts a rotated refresh token again for 60 seconds. Default: 60s
+	GracePeriod caddy.Duration `json:"grace_period,omitempty"`
+
+	// From how long before a user's refresh token runs out each refresh
+	// logs a warning and counts in
+	// caddy_oauth2_token_refresh_tokens_expiring_total. Default: 14d
+	RefreshTokenWarning caddy.Duration `json:"refresh_token_warning,omitempty"`
+
+	// Where tokens are kept: "memory" (this process only; lost on
+	// restart), "file" (the directory store_dir, on this host) or "caddy"
+	// (Caddy's storage, as set by the `storage` global option: shared by
+	// the instances that share it). Default: memory for
+	// client_credentials, caddy for authorization_code
 	Store string `json:"store,omitempty"`
+
+	// The directory of the file store. Placeholders are resolved at load.
+	// Required with store file.
+	StoreDir string `json:"store_dir,omitempty"`
+
+	// The key that seals access and refresh tokens (AES-256-GCM) in a
+	// durable store (file or caddy): 32 bytes in base64, for example from
+	// `openssl rand -base64 32`. Use a placeholder ({env.NAME} or
+	// {file./path}) so that the key stays out of the config. Tokens sealed
+	// with another key are not used. Default: none (tokens in clear, with
+	// a warning)
+	EncryptionKey string `json:"encryption_key,omitempty"`
 
 	// How long one token request may take. Default: 10s
 	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
@@ -85,9 +184,10 @@ type Handler struct {
 	// The longest wait between failed token requests. Default: 1m
 	MaxBackoff caddy.Duration `json:"max_backoff,omitempty"`
 
-	gate    *middleware.Gate
-	poolKey string
-	logger  *zap.Logger
+	gate      *middleware.Gate
+	userGrant bool
+	poolKey   string
+	logger    *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -98,12 +198,22 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// storeSpec is where a Gate keeps its tokens.
+type storeSpec struct {
+	kind string // storeMemory, storeFile or storeCaddy
+	dir  string // storeFile
+	key  []byte // nil: no sealing
+}
+
+func (s storeSpec) durable() bool { return s.kind != storeMemory }
+
 // Provision resolves placeholders and takes the token source for this
-// configuration from the pool, creating it on first use. It makes no
-// network request: the first token is fetched by the first request.
+// configuration from the pool, creating it (and opening its store) on
+// first use. It makes no network request: the first token is fetched by
+// the first request that needs it.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	cfg, err := h.config(caddy.NewReplacer())
+	cfg, spec, err := h.config(caddy.NewReplacer())
 	if err != nil {
 		return err
 	}
@@ -112,27 +222,90 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := validate(cfg); err != nil {
 		return err
 	}
-	h.poolKey = poolKey(cfg)
+	h.userGrant = cfg.Grant == middleware.GrantAuthorizationCode
+	var storage certmagic.Storage
+	if spec.kind == storeCaddy {
+		storage = ctx.Storage()
+		if storage == nil {
+			return fmt.Errorf("oauth2_token: store: caddy: the config has no storage")
+		}
+	}
+	h.poolKey = poolKey(cfg, spec, storage)
 	v, loaded, err := gates.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		g, err := middleware.New(cfg)
-		if err != nil {
+		var p pooledGate
+		var err error
+		if cfg.Store, p.storage, err = openStore(spec, storage, h.logger); err != nil {
 			return nil, err
 		}
-		return pooledGate{g}, nil
+		if p.Gate, err = middleware.New(cfg); err != nil {
+			return nil, err
+		}
+		return &p, nil
 	})
 	if err != nil {
 		return fmt.Errorf("oauth2_token: %w", err)
 	}
-	h.gate = v.(pooledGate).Gate
+	p := v.(*pooledGate)
+	if p.storage != nil {
+		// This config's storage from now on: the one that provisioned
+		// the Gate may be cleaned up with its config.
+		p.storage.use(storage, h.logger)
+	}
+	h.gate = p.Gate
 	h.gate.SetLogger(h.logger) // the newest config's logger, whose outputs are open
-	h.logger.Debug("token source ready", zap.Bool("reused", loaded),
-		zap.String("client_id", cfg.ClientID), zap.Strings("scopes", cfg.Scopes))
+	if spec.durable() && spec.key == nil {
+		h.logger.Warn("the token store is durable and has no encryption_key: tokens (refresh tokens with authorization_code) are kept in clear at rest",
+			zap.String("store", spec.kind))
+	}
+	for _, f := range []struct{ name, v string }{{"client_secret", h.ClientSecret}, {"encryption_key", h.EncryptionKey}} {
+		if f.v != "" && !hasPlaceholder(f.v) {
+			h.logger.Warn("a secret is written in the config in clear: use a placeholder ({env.NAME} or {file./path}) to keep it out of the JSON config",
+				zap.String("field", f.name))
+		}
+	}
+	if h.userGrant {
+		if p := clientControlled(h.User); p != "" {
+			h.logger.Warn("the user placeholder comes from the request: make sure a handler that runs first sets it, or a client chooses whose tokens it gets",
+				zap.String("placeholder", p))
+		}
+	}
+	h.logger.Debug("token source ready", zap.Bool("reused", loaded), zap.String("grant", cfg.Grant),
+		zap.String("store", spec.kind), zap.String("client_id", cfg.ClientID), zap.Strings("scopes", cfg.Scopes))
 	return nil
 }
 
-// config is the middleware configuration of h, with placeholders resolved
-// by repl (nil: left as they are, for checks at adapt time).
-func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, error) {
+// openStore opens the durable store of spec (nil for memory: the Gate
+// keeps its tokens in its own memory store), sealed when spec has a key.
+// The *Storage is returned too when the store is Caddy's storage.
+func openStore(spec storeSpec, storage certmagic.Storage, logger *zap.Logger) (tokenstore.Store, *Storage, error) {
+	var st tokenstore.Store
+	var cs *Storage
+	var err error
+	switch spec.kind {
+	case storeMemory:
+		return nil, nil, nil
+	case storeFile:
+		if st, err = tokenstore.NewFileStore(spec.dir, tokenstore.FileOptions{}); err != nil {
+			return nil, nil, fmt.Errorf("store: file: %w", err)
+		}
+	case storeCaddy:
+		if cs, err = NewStorage(storage, StorageOptions{Logger: logger}); err != nil {
+			return nil, nil, err
+		}
+		st = cs
+	}
+	if spec.key != nil {
+		if st, err = tokenstore.NewSealed(st, spec.key); err != nil {
+			return nil, nil, fmt.Errorf("encryption_key: %w", err)
+		}
+	}
+	return st, cs, nil
+}
+
+// config is the middleware configuration of h and where it keeps its
+// tokens, with placeholders resolved by repl (nil: left as they are, for
+// checks at adapt time).
+func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, error) {
 	resolve := func(field, v string) (string, error) {
 		if repl == nil || v == "" {
 			return v, nil
@@ -150,6 +323,7 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, error) {
 		return out, nil
 	}
 	var c middleware.Config
+	var spec storeSpec
 	var err error
 	switch h.Provider {
 	case "", "tasknation":
@@ -157,35 +331,113 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, error) {
 	case "generic":
 		c.Provider = middleware.Generic
 	default:
-		return c, fmt.Errorf("oauth2_token: provider: unknown provider %q (want tasknation or generic)", h.Provider)
+		return c, spec, fmt.Errorf("oauth2_token: provider: unknown provider %q (want tasknation or generic)", h.Provider)
 	}
 	switch h.Grant {
-	case "", "client_credentials":
-	case "authorization_code":
-		return c, fmt.Errorf("oauth2_token: grant: authorization_code is not supported yet; use client_credentials")
+	case "", middleware.GrantClientCredentials:
+		c.Grant = middleware.GrantClientCredentials
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"user", h.User != ""}, {"redirect_uri", h.RedirectURI != ""}, {"auth_url", h.AuthURL != ""},
+			{"connect_path", h.ConnectPath != ""}, {"callback_path", h.CallbackPath != ""},
+			{"disconnect_path", h.DisconnectPath != ""}, {"pkce", h.DisablePKCE},
+			{"connected_redirect", h.ConnectedRedirect != ""}, {"state_lifetime", h.StateLifetime != 0},
+			{"grace_period", h.GracePeriod != 0}, {"refresh_token_warning", h.RefreshTokenWarning != 0},
+		} {
+			if f.set {
+				return c, spec, userOnly(f.name)
+			}
+		}
+	case middleware.GrantAuthorizationCode:
+		c.Grant = middleware.GrantAuthorizationCode
+		if err := checkUser(h.User); err != nil {
+			return c, spec, err
+		}
 	default:
-		return c, fmt.Errorf("oauth2_token: grant: unknown grant %q (want client_credentials)", h.Grant)
+		return c, spec, fmt.Errorf("oauth2_token: grant: unknown grant %q (want client_credentials or authorization_code)", h.Grant)
 	}
-	switch h.Store {
-	case "", "memory":
+
+	spec.kind = h.Store
+	if spec.kind == "" {
+		spec.kind = storeMemory
+		if c.Grant == middleware.GrantAuthorizationCode {
+			spec.kind = storeCaddy
+		}
+	}
+	switch spec.kind {
+	case storeMemory, storeCaddy:
+		if h.StoreDir != "" {
+			return c, spec, fmt.Errorf("oauth2_token: store_dir: only applies to store file (the store is %s)", spec.kind)
+		}
+	case storeFile:
+		if h.StoreDir == "" {
+			return c, spec, fmt.Errorf("oauth2_token: store: file needs a directory: store file <dir> (store_dir in JSON)")
+		}
+		if spec.dir, err = resolve("store_dir", h.StoreDir); err != nil {
+			return c, spec, err
+		}
 	default:
-		return c, fmt.Errorf("oauth2_token: store: %q is not supported yet; use memory", h.Store)
+		return c, spec, fmt.Errorf("oauth2_token: store: unknown store %q (want memory, file <dir> or caddy)", h.Store)
 	}
-	if c.TokenURL, err = resolve("token_url", h.TokenURL); err != nil {
-		return c, err
+	if h.EncryptionKey != "" {
+		if !spec.durable() {
+			return c, spec, fmt.Errorf("oauth2_token: encryption_key: only applies to a durable store (file or caddy); the store is memory")
+		}
+		if repl != nil || !hasPlaceholder(h.EncryptionKey) {
+			key, err := resolve("encryption_key", h.EncryptionKey)
+			if err != nil {
+				return c, spec, err
+			}
+			if spec.key, err = tokenstore.ParseKey(key); err != nil {
+				return c, spec, fmt.Errorf("oauth2_token: encryption_key: %s", strings.TrimPrefix(err.Error(), "tokenstore: "))
+			}
+		}
 	}
-	if c.ClientID, err = resolve("client_id", h.ClientID); err != nil {
-		return c, err
-	}
-	if c.ClientSecret, err = resolve("client_secret", h.ClientSecret); err != nil {
-		return c, err
+
+	for _, f := range []struct {
+		name string
+		dst  *string
+		v    string
+	}{
+		{"token_url", &c.TokenURL, h.TokenURL},
+		{"client_id", &c.ClientID, h.ClientID},
+		{"client_secret", &c.ClientSecret, h.ClientSecret},
+		{"auth_url", &c.AuthURL, h.AuthURL},
+		{"redirect_uri", &c.RedirectURI, h.RedirectURI},
+	} {
+		if *f.dst, err = resolve(f.name, f.v); err != nil {
+			return c, spec, err
+		}
 	}
 	c.Scopes = h.Scopes
+	c.ConnectPath = h.ConnectPath
+	c.CallbackPath = h.CallbackPath
+	c.DisconnectPath = h.DisconnectPath
+	c.DisablePKCE = h.DisablePKCE
+	c.ConnectedRedirect = h.ConnectedRedirect
+	c.StateLifetime = time.Duration(h.StateLifetime)
+	c.GracePeriod = time.Duration(h.GracePeriod)
+	c.RefreshTokenWarning = time.Duration(h.RefreshTokenWarning)
 	c.RequestTimeout = time.Duration(h.RequestTimeout)
 	c.RefreshWindow = h.RefreshWindow
 	c.MinBackoff = time.Duration(h.MinBackoff)
 	c.MaxBackoff = time.Duration(h.MaxBackoff)
-	return c, nil
+	return c, spec, nil
+}
+
+// userOnlySubdirectives are the subdirectives of the authorization_code
+// grant only.
+var userOnlySubdirectives = []string{
+	"user", "redirect_uri", "auth_url", "connect_path", "callback_path", "disconnect_path",
+	"pkce", "connected_redirect", "state_lifetime", "grace_period", "refresh_token_warning",
+}
+
+// userOnly is the error for a field of the authorization_code grant set
+// with client_credentials.
+func userOnly(field string) error {
+	return fmt.Errorf("oauth2_token: %s: only applies to grant authorization_code (the grant is client_credentials)", field)
 }
 
 // isPlaceholder reports whether v is exactly one {env.*} or {file.*}
@@ -195,13 +447,92 @@ func isPlaceholder(v string) bool {
 		(strings.HasPrefix(v, "{env.") || strings.HasPrefix(v, "{file."))
 }
 
-// poolKey identifies a token source: the same endpoint, client, secret,
-// scopes and tuning share one. The secret enters only hashed.
-func poolKey(c middleware.Config) string {
+// placeholderKeys returns the keys of the placeholders in s ("a{b}c" →
+// "b"), skipping braces escaped with a backslash, as caddy.Replacer reads
+// them.
+func placeholderKeys(s string) []string {
+	var keys []string
+	for i := 0; i < len(s); i++ {
+		if s[i] != '{' || (i > 0 && s[i-1] == '\\') {
+			continue
+		}
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			break
+		}
+		keys = append(keys, s[i+1:i+end])
+		i += end
+	}
+	return keys
+}
+
+func hasPlaceholder(s string) bool { return len(placeholderKeys(s)) > 0 }
+
+// globalPlaceholder reports whether key is a placeholder of Caddy's global
+// replacer, whose value is the same for every request.
+func globalPlaceholder(key string) bool {
+	for _, p := range []string{"env.", "file.", "system.", "time."} {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkUser checks the user subdirective: a literal, or placeholders that
+// are the same for every request, would give every request one subject,
+// and so one user's tokens.
+func checkUser(v string) error {
+	if v == "" {
+		return fmt.Errorf("oauth2_token: user is required for grant authorization_code: a placeholder giving the authenticated user, such as {http.auth.user.id}")
+	}
+	keys := placeholderKeys(v)
+	if len(keys) == 0 {
+		return fmt.Errorf("oauth2_token: user %q has no placeholder: every request would act for the same user; use one set per request by authentication, such as {http.auth.user.id}", v)
+	}
+	for _, k := range keys {
+		if !globalPlaceholder(k) {
+			return nil
+		}
+	}
+	return fmt.Errorf("oauth2_token: user %q: {%s} is the same for every request; use a placeholder set per request by authentication, such as {http.auth.user.id}", v, keys[0])
+}
+
+// clientControlled returns the first placeholder of v that a client sets
+// itself unless a handler that runs first overwrites it (a request header,
+// cookie or query parameter), or "".
+func clientControlled(v string) string {
+	for _, k := range placeholderKeys(v) {
+		for _, p := range []string{"http.request.header.", "http.request.cookie.", "http.request.uri.query"} {
+			if strings.HasPrefix(k, p) {
+				return "{" + k + "}"
+			}
+		}
+	}
+	return ""
+}
+
+// poolKey identifies a token source: every field that changes what the
+// Gate does (endpoints, client, secret, scopes, tuning, grant, connect
+// endpoints, where tokens are kept) takes part; the same values share one.
+// Secrets (the client secret, the encryption key) enter only hashed.
+func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) string {
+	var where string
+	if storage != nil {
+		where = storageIdentity(storage)
+	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%v\x00%v\x00%v\x00%v",
+	for _, v := range []string{
 		c.Provider.Name, c.TokenURL, c.ClientID, c.ClientSecret, strings.Join(c.Scopes, " "),
-		c.RequestTimeout, c.RefreshWindow, c.MinBackoff, c.MaxBackoff)
+		c.RequestTimeout.String(), strconv.FormatFloat(c.RefreshWindow, 'g', -1, 64),
+		c.MinBackoff.String(), c.MaxBackoff.String(),
+		c.Grant, c.AuthURL, c.RedirectURI, c.ConnectPath, c.CallbackPath, c.DisconnectPath,
+		strconv.FormatBool(c.DisablePKCE), c.ConnectedRedirect,
+		c.StateLifetime.String(), c.GracePeriod.String(), c.RefreshTokenWarning.String(),
+		spec.kind, spec.dir, where, string(spec.key),
+	} {
+		fmt.Fprintf(h, "%d:%s\x00", len(v), v)
+	}
 	return "oauth2_token:" + hex.EncodeToString(h.Sum(nil))
 }
 
@@ -213,13 +544,41 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// ServeHTTP sets the token on r and calls next, or answers 503 JSON.
+// ServeHTTP sets the token on r and calls next, or answers with a JSON
+// error. With the authorization_code grant it serves the connect,
+// callback and disconnect endpoints itself.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if err := h.gate.Authorize(r); err != nil {
+	if !h.userGrant {
+		if err := h.gate.Authorize(r); err != nil {
+			middleware.WriteError(w, err)
+			return nil
+		}
+		return next.ServeHTTP(w, r)
+	}
+	subject := h.subject(r)
+	if h.gate.ServeFlow(w, r, subject) {
+		return nil
+	}
+	if err := h.gate.AuthorizeSubject(r, subject); err != nil {
 		middleware.WriteError(w, err)
 		return nil
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// subject resolves the user placeholder for r; "" (unauthenticated) when
+// any placeholder in it is unknown or empty, so that "tenant-{x}" with
+// {x} unset is no one rather than a subject shared by every such request.
+func (h *Handler) subject(r *http.Request) string {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return ""
+	}
+	s, err := repl.ReplaceOrErr(h.User, true, true)
+	if err != nil {
+		return ""
+	}
+	return s
 }
 
 // Cleanup releases this config's hold on the token source; the last
@@ -232,10 +591,18 @@ func (h *Handler) Cleanup() error {
 	return err
 }
 
-// pooledGate lets the usage pool close a Gate.
-type pooledGate struct{ *middleware.Gate }
+// pooledGate is a Gate in the usage pool, with the Caddy storage adapter
+// it reads and writes through (nil for other stores), which each new
+// config points at its own storage.
+type pooledGate struct {
+	*middleware.Gate
+	storage *Storage
+}
 
-func (p pooledGate) Destruct() error { return p.Gate.Close() }
+// Destruct closes the Gate. The stores need no closing: the file store
+// holds no open files between calls, and Caddy's storage belongs to the
+// config.
+func (p *pooledGate) Destruct() error { return p.Gate.Close() }
 
 // Interface guards
 var (

@@ -2,14 +2,23 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
@@ -140,5 +149,322 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	if h.Provider != "generic" || h.ClientSecret != "{env.SECRET}" || len(h.Scopes) != 2 ||
 		h.RequestTimeout != caddy.Duration(5e9) || h.RefreshWindow != 0.3 || h.MaxBackoff != caddy.Duration(30e9) {
 		t.Fatalf("parsed %+v", h)
+	}
+}
+
+func TestUnmarshalCaddyfile_UserContext(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`oauth2_token {
+		client_id {env.ID}
+		client_secret {env.SECRET}
+		grant authorization_code
+		auth_url https://auth.example.com/authorize
+		user {http.auth.user.id}
+		redirect_uri https://gw.example.com/cb
+		connect_path /c
+		callback_path /cb
+		disconnect_path /d
+		store file /var/lib/tokengate
+		encryption_key {env.KEY}
+		pkce off
+		connected_redirect /done
+		state_lifetime 5m
+		grace_period 30s
+		refresh_token_warning 7d
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	want := Handler{
+		ClientID: "{env.ID}", ClientSecret: "{env.SECRET}", Grant: "authorization_code",
+		AuthURL: "https://auth.example.com/authorize", User: "{http.auth.user.id}",
+		RedirectURI: "https://gw.example.com/cb", ConnectPath: "/c", CallbackPath: "/cb", DisconnectPath: "/d",
+		Store: "file", StoreDir: "/var/lib/tokengate", EncryptionKey: "{env.KEY}", DisablePKCE: true,
+		ConnectedRedirect: "/done", StateLifetime: caddy.Duration(5 * time.Minute),
+		GracePeriod: caddy.Duration(30 * time.Second), RefreshTokenWarning: caddy.Duration(7 * 24 * time.Hour),
+	}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("parsed\n%+v\nwant\n%+v", h, want)
+	}
+}
+
+func TestCheckUser(t *testing.T) {
+	tests := []struct {
+		user string
+		ok   bool
+	}{
+		{"{http.auth.user.id}", true},
+		{"tenant-{http.auth.user.id}", true},
+		{"{http.request.header.Remote-User}", true},
+		{"{env.HOST}-{http.auth.user.id}", true},
+		{"", false},
+		{"alice", false},
+		{`\{http.auth.user.id\}`, false}, // escaped: a literal
+		{"{env.TN_USER}", false},
+		{"{file./etc/user}", false},
+		{"{system.hostname}", false},
+		{"{env.A}{time.now.year}", false},
+		{"{unclosed", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.user, func(t *testing.T) {
+			err := checkUser(tt.user)
+			if (err == nil) != tt.ok {
+				t.Fatalf("checkUser(%q) = %v, want ok %v", tt.user, err, tt.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "user") {
+				t.Fatalf("the error does not name the field: %v", err)
+			}
+		})
+	}
+}
+
+// userHandler is an authorization_code handler against srv with its
+// tokens in a sealed file store.
+func userHandler(t *testing.T, srv *tasknationtest.Server) *Handler {
+	t.Helper()
+	t.Setenv("TG_TEST_CLIENT_ID", tasknationtest.DefaultClientID)
+	t.Setenv("TG_TEST_CLIENT_SECRET", tasknationtest.DefaultClientSecret)
+	t.Setenv("TG_TEST_KEY", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))))
+	srv.AddRedirectURI(tasknationtest.DefaultClientID, "http://127.0.0.1:9/oauth2/callback")
+	return &Handler{
+		TokenURL:      srv.TokenURL(),
+		AuthURL:       srv.AuthURL(),
+		ClientID:      "{env.TG_TEST_CLIENT_ID}",
+		ClientSecret:  "{env.TG_TEST_CLIENT_SECRET}",
+		Scopes:        []string{"supply::leads"},
+		Grant:         "authorization_code",
+		User:          "{http.auth.user.id}",
+		RedirectURI:   "http://127.0.0.1:9/oauth2/callback",
+		Store:         "file",
+		StoreDir:      filepath.Join(t.TempDir(), "tokens"),
+		EncryptionKey: "{env.TG_TEST_KEY}",
+	}
+}
+
+// serveAs runs r through h with the replacer Caddy's server would give
+// it, where basic_auth has set {http.auth.user.id} to user ("": not set).
+func serveAs(t *testing.T, h *Handler, r *http.Request, user string) (*httptest.ResponseRecorder, bool) {
+	t.Helper()
+	repl := caddy.NewReplacer()
+	if user != "" {
+		repl.Set("http.auth.user.id", user)
+	}
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+	w := httptest.NewRecorder()
+	called := false
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		called = true
+		return nil
+	})
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	return w, called
+}
+
+func TestServeHTTP_UserGrant(t *testing.T) {
+	srv := tasknationtest.NewServer(tasknationtest.Options{})
+	defer srv.Close()
+	h := userHandler(t, srv)
+	_, cancel := provision(t, h)
+	defer func() { cancel(); h.Cleanup() }()
+
+	type answer struct {
+		Error      string `json:"error"`
+		ConnectURL string `json:"connect_url"`
+	}
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		user       string
+		wantStatus int
+		wantError  string
+	}{
+		{"API call without a user", "GET", "/api/v1/leads", "", http.StatusUnauthorized, "unauthenticated"},
+		{"API call of a user not connected", "GET", "/api/v1/leads", "alice", http.StatusUnauthorized, "not_connected"},
+		{"connect without a user", "GET", "/oauth2/connect", "", http.StatusUnauthorized, "unauthenticated"},
+		{"connect", "GET", "/oauth2/connect", "alice", http.StatusFound, ""},
+		{"callback without state", "GET", "/oauth2/callback?code=x", "alice", http.StatusBadRequest, "invalid_state"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(tt.method, tt.path, nil)
+			r.Header.Set("Authorization", "Bearer client-junk")
+			w, called := serveAs(t, h, r, tt.user)
+			if called {
+				t.Fatal("the next handler was called")
+			}
+			if w.Code != tt.wantStatus {
+				t.Fatalf("status %d, want %d; body %s", w.Code, tt.wantStatus, w.Body)
+			}
+			if tt.wantError == "" {
+				loc := w.Header().Get("Location")
+				if !strings.HasPrefix(loc, srv.AuthURL()+"?") {
+					t.Fatalf("Location %q, want the authorization endpoint", loc)
+				}
+				return
+			}
+			var a answer
+			if err := json.Unmarshal(w.Body.Bytes(), &a); err != nil {
+				t.Fatalf("body %q: %v", w.Body, err)
+			}
+			if a.Error != tt.wantError {
+				t.Fatalf("error %q, want %q", a.Error, tt.wantError)
+			}
+			if a.Error == "not_connected" && a.ConnectURL != "http://127.0.0.1:9/oauth2/connect" {
+				t.Fatalf("connect_url %q", a.ConnectURL)
+			}
+		})
+	}
+}
+
+// A subject built around a placeholder that is not set is no one, not a
+// subject shared by every request without it.
+func TestSubject_UnsetPlaceholderIsNoOne(t *testing.T) {
+	h := &Handler{User: "tenant-{http.auth.user.id}"}
+	repl := caddy.NewReplacer()
+	r := httptest.NewRequest("GET", "/", nil)
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+	if s := h.subject(r); s != "" {
+		t.Fatalf("subject without the placeholder set = %q, want empty", s)
+	}
+	repl.Set("http.auth.user.id", "alice")
+	if s := h.subject(r); s != "tenant-alice" {
+		t.Fatalf("subject = %q, want tenant-alice", s)
+	}
+	if s := h.subject(httptest.NewRequest("GET", "/", nil)); s != "" {
+		t.Fatalf("subject of a request without a replacer = %q, want empty", s)
+	}
+}
+
+func TestProvision_UserErrors(t *testing.T) {
+	srv := tasknationtest.NewServer(tasknationtest.Options{})
+	defer srv.Close()
+	t.Setenv("TG_TEST_SHORT_KEY", base64.StdEncoding.EncodeToString([]byte("k3y-too-short")))
+	tests := []struct {
+		name   string
+		change func(h *Handler)
+		want   string
+	}{
+		{"unset key placeholder", func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_UNSET_KEY}" }, "encryption_key: placeholder {env.TG_TEST_UNSET_KEY} is unset"},
+		{"short key", func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_SHORT_KEY}" }, "encryption_key: encryption key decodes to 13 bytes"},
+		{"store dir unset", func(h *Handler) { h.StoreDir = "{env.TG_TEST_UNSET_DIR}" }, "store_dir"},
+		{"literal user", func(h *Handler) { h.User = "alice" }, "user"},
+		{"no redirect", func(h *Handler) { h.RedirectURI = "" }, "redirect_uri"},
+		{"user with client credentials", func(h *Handler) { h.Grant = "" }, "user: only applies to grant authorization_code"},
+		{"key with memory store", func(h *Handler) { h.Store, h.StoreDir = "memory", "" }, "encryption_key: only applies to a durable store"},
+		{"store dir with caddy store", func(h *Handler) { h.Store = "caddy" }, "store_dir: only applies to store file"},
+		{"unknown store", func(h *Handler) { h.Store = "redis" }, `store: unknown store "redis"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := userHandler(t, srv)
+			tt.change(h)
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			err := h.Provision(ctx)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.want)
+			}
+			for _, secret := range []string{tasknationtest.DefaultClientSecret, "k3y-too-short", os.Getenv("TG_TEST_KEY"), os.Getenv("TG_TEST_SHORT_KEY")} {
+				if strings.Contains(err.Error(), secret) {
+					t.Fatalf("the error shows a secret: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// Every field that changes what a Gate does changes its pool key; the
+// secrets are not in it.
+func TestPoolKey(t *testing.T) {
+	srv := tasknationtest.NewServer(tasknationtest.Options{})
+	defer srv.Close()
+	base := userHandler(t, srv)
+	key := func(h *Handler) string {
+		t.Helper()
+		cfg, spec, err := h.config(caddy.NewReplacer())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return poolKey(cfg, spec, nil)
+	}
+	k0 := key(base)
+	if key(userHandler(t, srv)) == k0 {
+		// userHandler picks a new temp dir: the store differs.
+		t.Fatal("two store directories share a pool key")
+	}
+	same := *base
+	if key(&same) != k0 {
+		t.Fatal("the same configuration has two pool keys")
+	}
+	for _, s := range []string{tasknationtest.DefaultClientSecret, os.Getenv("TG_TEST_KEY")} {
+		if strings.Contains(k0, s) {
+			t.Fatal("the pool key holds a secret")
+		}
+	}
+	t.Setenv("TG_TEST_KEY2", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("K", 32))))
+	changes := map[string]func(h *Handler){
+		"auth_url":              func(h *Handler) { h.AuthURL += "2" },
+		"redirect_uri":          func(h *Handler) { h.RedirectURI = "http://127.0.0.1:10/oauth2/callback" },
+		"connect_path":          func(h *Handler) { h.ConnectPath = "/c" },
+		"callback_path":         func(h *Handler) { h.CallbackPath = "/cb" },
+		"disconnect_path":       func(h *Handler) { h.DisconnectPath = "/d" },
+		"pkce":                  func(h *Handler) { h.DisablePKCE = true },
+		"connected_redirect":    func(h *Handler) { h.ConnectedRedirect = "/done" },
+		"state_lifetime":        func(h *Handler) { h.StateLifetime = caddy.Duration(time.Minute) },
+		"grace_period":          func(h *Handler) { h.GracePeriod = caddy.Duration(time.Second) },
+		"refresh_token_warning": func(h *Handler) { h.RefreshTokenWarning = caddy.Duration(time.Hour) },
+		"store_dir":             func(h *Handler) { h.StoreDir += "2" },
+		"store":                 func(h *Handler) { h.Store, h.StoreDir = "caddy", "" },
+		"encryption_key":        func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_KEY2}" },
+		"no encryption_key":     func(h *Handler) { h.EncryptionKey = "" },
+		"scopes":                func(h *Handler) { h.Scopes = []string{"supply::businesses"} },
+		"grant": func(h *Handler) {
+			*h = Handler{TokenURL: h.TokenURL, ClientID: h.ClientID, ClientSecret: h.ClientSecret, Scopes: h.Scopes,
+				Store: h.Store, StoreDir: h.StoreDir, EncryptionKey: h.EncryptionKey}
+		},
+	}
+	for name, change := range changes {
+		h := *base
+		change(&h)
+		if key(&h) == k0 {
+			t.Errorf("changing %s keeps the pool key", name)
+		}
+	}
+	// The user placeholder is the handler's, not the Gate's.
+	h := *base
+	h.User = "{http.request.header.X-User}"
+	if key(&h) != k0 {
+		t.Error("changing user changes the pool key")
+	}
+}
+
+// seriesOf counts the series c has.
+func seriesOf(c prometheus.Collector) int {
+	ch := make(chan prometheus.Metric, 1024)
+	c.Collect(ch)
+	close(ch)
+	return len(ch)
+}
+
+func TestObserver_ConnectOutcomesBounded(t *testing.T) {
+	var o observer
+	before := seriesOf(metrics.connects)
+	for i := range 50 {
+		o.Connect(fmt.Sprintf("made_up_code_%c", 'a'+i%26))
+	}
+	o.Connect("connected")
+	if n := seriesOf(metrics.connects); n > before+2 {
+		t.Fatalf("connects_total has %d series after 27 distinct outcomes, want at most %d (other, connected)", n, before+2)
+	}
+	var m dto.Metric
+	if err := metrics.connects.WithLabelValues("other").Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if v := m.GetCounter().GetValue(); v < 50 {
+		t.Fatalf(`connects_total{outcome="other"} = %v, want >= 50`, v)
 	}
 }
