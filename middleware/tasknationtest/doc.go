@@ -30,7 +30,12 @@
 //
 // Fault knobs (InjectFault, SetLatency, SetTokenResponder), request counters
 // and an injectable clock (Options.Now) let tests drive retries, grace windows
-// and expiry without sleeping.
+// and expiry without sleeping. StaleRefreshReuses counts rotated refresh
+// tokens presented after the grace period (the oracle for "the client never
+// reused a rotated refresh token too late") and GraceRefreshReuses those
+// accepted within it; OnTokenAnswer calls a hook once per token request,
+// after its answer was flushed or its connection dropped, for example to
+// kill a client process right after a rotation.
 //
 // The server never logs tokens or secrets.
 //

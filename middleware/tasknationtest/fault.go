@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -158,16 +159,22 @@ const garbagePage = `<!DOCTYPE html>
 
 func writeGarbage(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(garbagePage)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, garbagePage)
 }
 
-// dropConnection closes the client connection without writing an answer.
-func dropConnection(w http.ResponseWriter) {
+// dropConnection closes the client connection without writing an answer and
+// reports ev to the OnTokenAnswer hook once it is closed.
+func (s *Server) dropConnection(w http.ResponseWriter, ev TokenEvent) {
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		// Not hijackable (e.g. HTTP/2): abort the response instead.
+		// Not hijackable (e.g. HTTP/2): abort the response instead. The
+		// abort happens once the handler has panicked, so the hook can
+		// only run just before it.
+		s.answered(nil, ev)
 		panic(http.ErrAbortHandler)
 	}
 	_ = conn.Close()
+	s.answered(nil, ev)
 }

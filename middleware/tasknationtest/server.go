@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,17 +147,20 @@ type Server struct {
 	access  map[string]*accessToken
 	refresh map[string]*refreshToken
 
-	tokenTotal atomic.Int64
-	apiTotal   atomic.Int64
-	grantMu    sync.Mutex
-	grantCount map[string]int64
+	tokenTotal  atomic.Int64
+	apiTotal    atomic.Int64
+	grantMu     sync.Mutex
+	grantCount  map[string]int64
+	staleReuses atomic.Int64 // rotated refresh tokens presented after the grace period
+	graceReuses atomic.Int64 // rotated refresh tokens accepted within the grace period
 
 	faultMu   sync.Mutex
 	faults    []*activeFault
 	latency   atomic.Int64 // time.Duration
 	responder atomic.Pointer[http.HandlerFunc]
 
-	testHook atomic.Pointer[func(event string)]
+	testHook   atomic.Pointer[func(event string)]
+	answerHook atomic.Pointer[func(TokenEvent)]
 }
 
 type clientState struct {
@@ -365,13 +369,33 @@ func (s *Server) TokenRequests(grant string) int64 {
 // APIRequests returns how many requests reached /api/, whatever their outcome.
 func (s *Server) APIRequests() int64 { return s.apiTotal.Load() }
 
-// ResetCounters sets all request counters to zero.
+// StaleRefreshReuses returns how many refresh_token grant requests presented
+// a refresh token that had been rotated more than GracePeriod before: the
+// reuse that is answered invalid_grant and revokes the token family. It is
+// the oracle for "no already-rotated refresh token was sent after the grace
+// window". Such a request counts whatever else is wrong with it (the family
+// may already be revoked or past its lifetime), as long as the grant was
+// processed: requests answered before that (a fault other than
+// FaultLostAfterRotation, SetTokenResponder, a failed client
+// authentication, a refresh token of another client) are not examined.
+func (s *Server) StaleRefreshReuses() int64 { return s.staleReuses.Load() }
+
+// GraceRefreshReuses returns how many refresh_token grant requests presented
+// an already-rotated refresh token within the grace period and were
+// accepted with a fresh pair (a retry after a lost answer, or two refreshes
+// racing).
+func (s *Server) GraceRefreshReuses() int64 { return s.graceReuses.Load() }
+
+// ResetCounters sets all request counters to zero, including
+// StaleRefreshReuses and GraceRefreshReuses.
 func (s *Server) ResetCounters() {
 	s.grantMu.Lock()
 	clear(s.grantCount)
 	s.tokenTotal.Store(0)
 	s.grantMu.Unlock()
 	s.apiTotal.Store(0)
+	s.staleReuses.Store(0)
+	s.graceReuses.Store(0)
 }
 
 func (s *Server) countToken(grant string) {
@@ -465,14 +489,23 @@ func errf(status int, code, format string, args ...any) *oauthError {
 	return &oauthError{status: status, code: code, description: fmt.Sprintf(format, args...)}
 }
 
-// writeJSON writes v as a JSON answer that must not be cached.
+// writeJSON writes v as a JSON answer that must not be cached. The answer
+// carries a Content-Length, so that once flushed the client has all of it
+// even while the handler is still running (see OnTokenAnswer).
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only the package's own types are written; this is a bug.
+		panic(fmt.Sprintf("tasknationtest: encoding a JSON answer: %v", err))
+	}
+	b = append(b, '\n') // as json.Encoder writes it
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(b)
 }
 
 // writeOAuthError writes e as an RFC 6749 JSON error body.

@@ -1,6 +1,7 @@
 package tasknationtest
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -33,7 +34,7 @@ type tokenResult struct {
 }
 
 // handleToken serves POST /oauth2/token. Order: count, latency, responder,
-// faults, grant processing, answer.
+// faults, grant processing, answer, OnTokenAnswer hook.
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	var grant string
 	var formErr error
@@ -43,38 +44,58 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		grant = r.PostForm.Get("grant_type")
 	}
 	s.countToken(grant)
+	ev := TokenEvent{Grant: grant}
 
 	if !s.delay(r) {
+		s.answered(nil, ev) // abandoned: nothing written
 		return
 	}
 	if h := s.responder.Load(); h != nil {
-		(*h)(w, r)
+		rec := &statusRecorder{ResponseWriter: w}
+		(*h)(rec, r)
+		if rec.hijacked {
+			s.answered(nil, ev)
+			return
+		}
+		ev.Status = cmp.Or(rec.status, http.StatusOK) // net/http's implicit 200
+		s.answered(w, ev)
 		return
 	}
 	f := s.takeFault(grant)
 	switch f.Kind {
 	case FaultStatus:
 		writeOAuthError(w, errf(f.Status, "server_error", "the authorization server is temporarily unavailable"))
+		ev.Status = f.Status
+		s.answered(w, ev)
 		return
 	case FaultGarbage:
 		writeGarbage(w)
+		ev.Status = http.StatusOK
+		s.answered(w, ev)
 		return
 	case FaultDrop:
-		dropConnection(w)
+		ev.Lost = true
+		s.dropConnection(w, ev)
 		return
 	}
 	res := s.token(r, formErr)
+	ev.Issued = res.err == nil
 	if f.Kind == FaultLostAfterRotation {
-		dropConnection(w)
+		ev.Lost = true
+		s.dropConnection(w, ev)
 		return
 	}
 	if res.err != nil {
 		writeOAuthError(w, res.err)
+		ev.Status = res.err.status
+		s.answered(w, ev)
 		return
 	}
 	body := res.body
 	body.ExpiresIn = max(int64(res.expiresAt.Sub(s.now())/time.Second), 0)
 	writeJSON(w, http.StatusOK, body)
+	ev.Status = http.StatusOK
+	s.answered(w, ev)
 }
 
 // token validates the request and runs its grant.
@@ -257,13 +278,18 @@ func (s *Server) refreshGrant(r *http.Request, c *clientState) tokenResult {
 	if fam.clientID != c.id {
 		return invalid("refresh token was issued to another client")
 	}
+	reused := !rt.rotatedAt.IsZero()
+	stale := reused && now.Sub(rt.rotatedAt) > s.opts.GracePeriod
+	if stale {
+		s.staleReuses.Add(1)
+	}
 	if fam.revoked {
 		return invalid("refresh token revoked")
 	}
 	if !now.Before(fam.refreshExpiry) {
 		return invalid("refresh token expired")
 	}
-	if !rt.rotatedAt.IsZero() && now.Sub(rt.rotatedAt) > s.opts.GracePeriod {
+	if stale {
 		fam.revoked = true
 		return invalid("refresh token reused after rotation; the token family is revoked")
 	}
@@ -276,7 +302,9 @@ func (s *Server) refreshGrant(r *http.Request, c *clientState) tokenResult {
 			}
 		}
 	}
-	if rt.rotatedAt.IsZero() {
+	if reused {
+		s.graceReuses.Add(1)
+	} else {
 		rt.rotatedAt = now
 		if old := s.access[rt.access]; old != nil {
 			old.revoked = true
