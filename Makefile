@@ -106,7 +106,7 @@ caddy-check: caddy
 			|| { cat "$$log"; echo "caddy-check: ./caddy adapt --config $$f failed"; exit 1; }; \
 		grep '"level":"warn"' "$$log" || true; \
 	done
-	@echo "caddy-check: ok: ./caddy $$(./caddy version | cut -d' ' -f1) lists http.handlers.oauth2_token; examples/Caddyfile and examples/demo/Caddyfile adapt and validate"
+	@echo "caddy-check: ok: ./caddy $$(./caddy version | cut -d' ' -f1) lists http.handlers.oauth2_token; examples/Caddyfile, examples/demo/Caddyfile and examples/user-context/Caddyfile adapt and validate"
 
 # Benchmarks: every comparison runs in the same process as its baseline
 # (sub-benchmarks impl=baseline|tokengate|x-oauth2); benchstat prints the
