@@ -31,11 +31,10 @@ type users struct {
 	durable    tokenstore.Store
 	states     *stateStore
 	connectURL string
-	keyPrefix  string        // hashed with the subject into its store key
-	ahead      sync.Map      // key → struct{}: a background refresh runs
-	failing    sync.Map      // key → *slot: backoff state of subjects whose refresh failed
-	secure     bool          // cookies get Secure (the redirect URI is https)
-	warnEvery  time.Duration // how often one subject's expiry warning repeats
+	keyPrefix  string   // hashed with the subject into its store key
+	ahead      sync.Map // key → struct{}: a background refresh runs
+	failing    sync.Map // key → *slot: backoff state of subjects whose refresh failed
+	secure     bool     // cookies get Secure (the redirect URI is https)
 }
 
 func newUsers(c Config) (*users, error) {
@@ -287,21 +286,33 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 		f.backOff(g, g.clock.Now(), &storeError{err}, "token store read failed")
 		return nil, f.unavailable(g.clock.Now(), nil)
 	}
+	if g.u.durable != nil {
+		// A set newer than the store's is in memory only when its write
+		// failed after a rotation: its refresh token is the live one.
+		if mem, merr := g.u.l1.Get(ctx, key); merr == nil && mem.ObtainedAt.After(cur.ObtainedAt) {
+			if err := g.persist(ctx, key, mem); err != nil {
+				log.Error("token store write failed again; the live token set is held in memory only", zap.Error(err))
+			}
+			cur = mem
+		}
+	}
 	now := g.clock.Now()
 	phase := g.userPhase(cur, now)
 	if phase == phaseFresh {
 		g.cache(key, cur, log)
 		return cur, nil
 	}
-	usable := func() (any, error) { // what to answer when the refresh cannot run
+	// stillValid is what to answer when no refresh can run: the current
+	// set while its access token is valid, else nothing.
+	stillValid := func() *tokenstore.Token {
 		if phase == phaseDue {
 			g.cache(key, cur, log)
-			return cur, nil
+			return cur
 		}
-		return nil, nil
+		return nil
 	}
 	if cur.RefreshToken == "" {
-		if v, _ := usable(); v != nil {
+		if v := stillValid(); v != nil {
 			return v, nil
 		}
 		g.forget(key, log, "the access token expired and there is no refresh token")
@@ -323,7 +334,7 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 	}
 	f := g.failingSlot(key)
 	if now.UnixNano() < f.retryAt.Load() {
-		if v, _ := usable(); v != nil {
+		if v := stillValid(); v != nil {
 			return v, nil
 		}
 		return nil, f.unavailable(now, nil)
@@ -337,7 +348,7 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 			return nil, g.userError(CodeReauthorizationRequired, "TaskNation refused the refresh token: connect again")
 		}
 		f.failed(g, g.clock.Now(), err)
-		if v, _ := usable(); v != nil {
+		if v := stillValid(); v != nil {
 			return v, nil
 		}
 		return nil, f.unavailable(g.clock.Now(), err)
@@ -405,17 +416,11 @@ func (g *Gate) persist(ctx context.Context, key string, tok *tokenstore.Token) e
 	return err
 }
 
-// cache puts tok in the in-memory layer.
+// cache puts tok in the in-memory layer (which, without a durable store,
+// is the only one).
 func (g *Gate) cache(key string, tok *tokenstore.Token, log *zap.Logger) {
-	if g.u.durable == nil {
-		// l1 is the source: persist already wrote it, or this is the read.
-		if err := g.u.l1.Set(g.ctx, key, tok); err != nil {
-			log.Error("token cache write failed", zap.Error(err))
-		}
-		return
-	}
 	if err := g.u.l1.Set(g.ctx, key, tok); err != nil {
-		log.Warn("token cache write failed", zap.Error(err))
+		log.Error("token cache write failed", zap.Error(err))
 	}
 }
 

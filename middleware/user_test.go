@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -562,5 +563,65 @@ func TestUser_Transport(t *testing.T) {
 		if resp.StatusCode != s.status {
 			t.Errorf("subject %q: %d, want %d", s.subject, resp.StatusCode, s.status)
 		}
+	}
+}
+
+// flakyStore is a memory store whose writes fail while failing is set.
+type flakyStore struct {
+	tokenstore.Store
+	failing atomic.Bool
+}
+
+func (s *flakyStore) Set(ctx context.Context, key string, tok *tokenstore.Token) error {
+	if s.failing.Load() {
+		return errors.New("disk full")
+	}
+	return s.Store.Set(ctx, key, tok)
+}
+
+// TestUser_StoreWriteFailsAfterRotation: the store refuses the rotated
+// set; it is served from memory, and the next refresh redeems the live
+// (rotated) refresh token, not the stale one the store still holds.
+func TestUser_StoreWriteFailsAfterRotation(t *testing.T) {
+	inner, _ := tokenstore.NewMemoryStore(tokenstore.MemoryConfig{}) // real clock: the sets stay usable
+	defer inner.Close()
+	store := &flakyStore{Store: inner}
+	f := newUserFixture(t, tasknationtest.Options{}, func(c *middleware.Config) { c.Store = store })
+	alice := f.browser(t, "alice")
+	alice.connect(f, "tn-alice")
+
+	store.failing.Store(true)
+	f.clock.Advance(time.Hour + time.Minute)
+	if a := alice.api(f); a.status != 200 {
+		t.Fatalf("with the store refusing writes: %d %s", a.status, a.body)
+	}
+	if f.logs.FilterMessageSnippet("held in memory only").Len() == 0 {
+		t.Error("the failed write after a rotation was not logged")
+	}
+	live, _ := f.gate.UserToken(context.Background(), "alice")
+
+	store.failing.Store(false)
+	f.clock.Advance(time.Hour + time.Minute) // past the grace period of the first rotation, and the new token's expiry
+	if a := alice.api(f); a.status != 200 {
+		t.Fatalf("next refresh: %d %s", a.status, a.body)
+	}
+	if n := f.srv.StaleRefreshReuses(); n != 0 {
+		t.Fatalf("the stale refresh token from the store was redeemed (%d times)", n)
+	}
+	if n := f.srv.TokenRequests(tasknationtest.GrantRefreshToken); n != 2 {
+		t.Errorf("refreshes = %d, want 2", n)
+	}
+	// The store was written again: a new Gate on it serves alice.
+	g2, err := middleware.New(middleware.Config{
+		Grant: middleware.GrantAuthorizationCode, TokenURL: f.srv.TokenURL(), AuthURL: f.srv.AuthURL(),
+		RedirectURI: f.gw.URL + "/oauth2/callback", ClientID: tasknationtest.DefaultClientID,
+		ClientSecret: tasknationtest.DefaultClientSecret, Scopes: userScopes, Store: store, Clock: f.clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	if tok, err := g2.UserToken(context.Background(), "alice"); err != nil || tok.RefreshToken == live.RefreshToken {
+		t.Errorf("a new Gate on the store: err=%v, same stale refresh token=%v", err, tok.RefreshToken == live.RefreshToken)
 	}
 }
