@@ -355,7 +355,7 @@ func (g *Gate) flowError(w http.ResponseWriter, r *http.Request, status int, cod
 		writeJSONError(w, status, errorBody{Error: code, Description: desc, ConnectURL: connect})
 		return
 	}
-	g.flowPage(w, r, status, flowPage{Title: "TaskNation account not connected", Message: desc, Code: code, ConnectURL: connect}, nil)
+	g.flowPage(w, r, status, flowPage{Title: "TaskNation account: the request did not go through", Message: desc, Code: code, ConnectURL: connect}, nil)
 }
 
 // flowPage answers HTML to browsers, else the JSON of js.
