@@ -19,7 +19,7 @@ CADDY_SRC      := go.mod go.sum $(shell find caddymodule middleware tokenstore -
 all: test
 
 help:
-	@echo "make demo            Caddy + oauth2_token in-process against the fake TaskNation server (DEMO_ONESHOT=1 to exit after its self-check)"
+	@echo "make demo            Caddy + oauth2_token in-process against the fake TaskNation server, application and user context (DEMO_ONESHOT=1 to exit after the self-checks)"
 	@echo "make demo-standalone the plain-Go gateway (examples/standalone) against the fake server"
 	@echo "make test            go vet + go test -race over every package, then caddy-check (what CI runs)"
 	@echo "make browser-deps    Debian's chromium for the headless-browser test, when missing (as root)"
