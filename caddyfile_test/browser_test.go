@@ -47,11 +47,7 @@ func newBrowserSite(t *testing.T) *browserSite {
 	t.Helper()
 	fake := tasknationtest.NewServer(tasknationtest.Options{ConsentPage: true})
 	t.Cleanup(fake.Close)
-	dir := t.TempDir()
-	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	t.Setenv("TN_CLIENT_ID", tasknationtest.DefaultClientID)
-	t.Setenv("TN_CLIENT_SECRET", tasknationtest.DefaultClientSecret)
+	dir := isolate(t)
 	ports := freePorts(t, 3)
 	s := &browserSite{
 		fake: fake,

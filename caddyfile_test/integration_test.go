@@ -45,6 +45,19 @@ type gateway struct {
 	client    *http.Client
 }
 
+// isolate gives the test its own temp dir with Caddy's data and config
+// directories in it, and puts the fake's client credentials in the
+// environment, for {env.*} placeholders. It returns the dir.
+func isolate(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	t.Setenv("TN_CLIENT_ID", tasknationtest.DefaultClientID)
+	t.Setenv("TN_CLIENT_SECRET", tasknationtest.DefaultClientSecret)
+	return dir
+}
+
 // newGateway starts a fake TaskNation server and prepares (but does not
 // load) a Caddy config around it. The client credentials are in the
 // environment only, for {env.*} placeholders.
@@ -52,11 +65,7 @@ func newGateway(t *testing.T) *gateway {
 	t.Helper()
 	fake := tasknationtest.NewServer(tasknationtest.Options{})
 	t.Cleanup(fake.Close)
-	dir := t.TempDir()
-	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	t.Setenv("TN_CLIENT_ID", tasknationtest.DefaultClientID)
-	t.Setenv("TN_CLIENT_SECRET", tasknationtest.DefaultClientSecret)
+	dir := isolate(t)
 	ports := freePorts(t, 3)
 	g := &gateway{
 		t:         t,

@@ -179,11 +179,25 @@ func (g *Gate) refreshAhead(s *slot) {
 	if g.clock.Now().UnixNano() < s.retryAt.Load() || !s.refreshing.CompareAndSwap(false, true) {
 		return
 	}
+	started := g.background(func() {
+		defer s.refreshing.Store(false)
+		r := <-g.flight.DoChan(s.key, func() (any, error) { return g.refresh(s) })
+		if r.Err == nil {
+			g.logger().Debug("token refreshed ahead of expiry")
+		}
+	})
+	if !started {
+		s.refreshing.Store(false)
+	}
+}
+
+// background runs a refresh ahead of expiry, f, in a goroutine Close
+// waits for, and reports whether it started (not once the Gate is closed).
+func (g *Gate) background(f func()) bool {
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
-		s.refreshing.Store(false)
-		return
+		return false
 	}
 	g.bg.Add(1)
 	g.mu.Unlock()
@@ -192,12 +206,9 @@ func (g *Gate) refreshAhead(s *slot) {
 	}
 	go func() {
 		defer g.bg.Done()
-		defer s.refreshing.Store(false)
-		r := <-g.flight.DoChan(s.key, func() (any, error) { return g.refresh(s) })
-		if r.Err == nil {
-			g.logger().Debug("token refreshed ahead of expiry")
-		}
+		f()
 	}()
+	return true
 }
 
 // await waits for the shared refresh of s, or for ctx.

@@ -198,22 +198,13 @@ func (g *Gate) refreshUserAhead(key string) {
 	if _, running := g.u.ahead.LoadOrStore(key, struct{}{}); running {
 		return
 	}
-	g.mu.Lock()
-	if g.closed {
-		g.mu.Unlock()
-		g.u.ahead.Delete(key)
-		return
-	}
-	g.bg.Add(1)
-	g.mu.Unlock()
-	if o := g.cfg.Observer; o != nil {
-		o.BackgroundRefresh()
-	}
-	go func() {
-		defer g.bg.Done()
+	started := g.background(func() {
 		defer g.u.ahead.Delete(key)
 		<-g.flight.DoChan(key, func() (any, error) { return g.refreshUser(key) })
-	}()
+	})
+	if !started {
+		g.u.ahead.Delete(key)
+	}
 }
 
 // awaitUser waits for the shared refresh of key, or for ctx.

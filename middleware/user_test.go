@@ -625,3 +625,34 @@ func TestUser_StoreWriteFailsAfterRotation(t *testing.T) {
 		t.Errorf("a new Gate on the store: err=%v, same stale refresh token=%v", err, tok.RefreshToken == live.RefreshToken)
 	}
 }
+
+// TestUser_RefreshAheadNeverBlocks: inside the refresh window the current
+// token is served at once while one background refresh runs.
+func TestUser_RefreshAheadNeverBlocks(t *testing.T) {
+	ev := &events{}
+	f := newUserFixture(t, tasknationtest.Options{}, func(c *middleware.Config) { c.Observer = &userEvents{events: ev} })
+	alice := f.browser(t, "alice")
+	alice.connect(f, "tn-alice")
+	old, _ := f.gate.UserToken(context.Background(), "alice")
+	f.clock.Advance(55 * time.Minute) // inside the last 20% (+ jitter) of the hour
+	f.srv.SetLatency(2 * time.Second)
+	for range 5 {
+		if a := alice.api(f); a.status != 200 {
+			t.Fatalf("inside the refresh window: %d %s", a.status, a.body)
+		}
+	}
+	// Answered while the refresh still waits at the token endpoint.
+	if cur, _ := f.gate.UserToken(context.Background(), "alice"); cur.AccessToken != old.AccessToken {
+		t.Fatal("the refresh finished before the requests were answered: they waited for it")
+	}
+	eventually(t, "the background refresh", func() bool {
+		cur, _ := f.gate.UserToken(context.Background(), "alice")
+		return cur.AccessToken != old.AccessToken
+	})
+	if n := f.srv.TokenRequests(tasknationtest.GrantRefreshToken); n != 1 {
+		t.Errorf("refresh_token requests = %d, want 1", n)
+	}
+	if !ev.has("background") {
+		t.Errorf("no BackgroundRefresh event in %v", ev.snapshot())
+	}
+}
