@@ -14,7 +14,7 @@ CADDY_VERSION   = $(shell awk '$$1 == "github.com/caddyserver/caddy/v2" { print 
 # What the module compiles from: a change to any of these rebuilds ./caddy.
 CADDY_SRC      := go.mod go.sum $(shell find caddymodule middleware tokenstore -name '*.go' ! -name '*_test.go' 2>/dev/null)
 
-.PHONY: all test deps browser-deps vet race demo demo-standalone bench bench-e2e caddy-check lint fmt help
+.PHONY: all test deps browser-deps redis-deps vet race demo demo-standalone bench bench-e2e caddy-check lint fmt help
 
 all: test
 
@@ -23,6 +23,7 @@ help:
 	@echo "make demo-standalone the plain-Go gateway (examples/standalone) against the fake server"
 	@echo "make test            go vet + go test -race over every package, then caddy-check (what CI runs)"
 	@echo "make browser-deps    Debian's chromium for the headless-browser test, when missing (as root)"
+	@echo "make redis-deps      Debian's redis-server for the Redis store tests, when missing (as root; the system service is not left running)"
 	@echo "make caddy           build ./caddy with xcaddy $(XCADDY_VERSION): Caddy $(CADDY_VERSION) + this checkout's caddymodule"
 	@echo "make caddy-check     ./caddy lists http.handlers.oauth2_token; the example Caddyfiles adapt and validate"
 	@echo "make bench           benchmarks with -benchmem -count $(COUNT), summarized by benchstat against the baseline of the same run"
@@ -46,12 +47,28 @@ browser-deps:
 		fi; \
 	}
 
+# The Redis tests (internal/redistest) start their own redis-server on a
+# free loopback port and stop it after; they never use a system service.
+# Debian's package starts one on 6379 when installed: it is stopped and
+# disabled here so that nothing outlives the install. Not root and no
+# redis-server: those tests skip outside CI and fail in it.
+redis-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "redis-deps: installing Debian's redis-server"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+				&& { systemctl disable --now redis-server >/dev/null 2>&1 || service redis-server stop >/dev/null 2>&1 || true; }; \
+		else \
+			echo "redis-deps: redis-server is not installed and we are not root: install Debian's redis-server package"; \
+		fi; \
+	}
+
 vet: deps
 	$(GO) vet $(PKGS)
 
 # caddy-check comes last: on a fresh machine it builds Caddy with xcaddy,
 # which takes minutes.
-test: vet browser-deps
+test: vet browser-deps redis-deps
 	$(GO) test -race -count=1 $(PKGS)
 	@# Every benchmark once, for the counts they assert (herd, backoff).
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./middleware/ ./tokenstore/

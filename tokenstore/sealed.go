@@ -174,16 +174,38 @@ func (s *Sealed) Set(ctx context.Context, key string, tok *Token) error {
 	if tok == nil {
 		return errors.New("tokenstore: sealed set: nil token")
 	}
+	return s.inner.Set(ctx, key, s.sealToken(key, tok))
+}
+
+// sealToken returns a copy of tok, stored under key, with its credentials
+// sealed.
+func (s *Sealed) sealToken(key string, tok *Token) *Token {
 	aad := s.aad(make([]byte, 0, aadSize(key, tok)), key, tok)
 	sealed := *tok
 	sealed.AccessToken = s.seal(aad, 'a', tok.AccessToken)
 	sealed.RefreshToken = s.seal(aad, 'r', tok.RefreshToken)
-	return s.inner.Set(ctx, key, &sealed)
+	return &sealed
 }
 
 // Delete removes key from the inner store.
 func (s *Sealed) Delete(ctx context.Context, key string) error {
 	return s.inner.Delete(ctx, key)
+}
+
+// CompareAndSet seals the credentials of tok and stores the result in the
+// inner store under key if the set stored there still has Version old (see
+// CASStore); versions are clear fields, so the inner store compares them
+// as it does without encryption. When the inner store is not a CASStore
+// the error wraps errors.ErrUnsupported (callers fall back to Set).
+func (s *Sealed) CompareAndSet(ctx context.Context, key string, old uint64, tok *Token) error {
+	if tok == nil {
+		return errors.New("tokenstore: sealed compare-and-set: nil token")
+	}
+	c, ok := s.inner.(CASStore)
+	if !ok {
+		return fmt.Errorf("tokenstore: sealed compare-and-set: the inner store (%T) has no compare-and-set: %w", s.inner, errors.ErrUnsupported)
+	}
+	return c.CompareAndSet(ctx, key, old, s.sealToken(key, tok))
 }
 
 // Lock takes the inner store's lock of key when the inner store is a
@@ -286,6 +308,7 @@ func bytesString(b []byte) string {
 }
 
 var (
-	_ Store  = (*Sealed)(nil)
-	_ Locker = (*Sealed)(nil)
+	_ Store    = (*Sealed)(nil)
+	_ Locker   = (*Sealed)(nil)
+	_ CASStore = (*Sealed)(nil)
 )

@@ -109,3 +109,16 @@ type Store interface {
 	Set(ctx context.Context, key string, tok *Token) error
 	Delete(ctx context.Context, key string) error
 }
+
+// ErrConflict is returned by CompareAndSet when the stored set is not the one the caller expected.
+var ErrConflict = errors.New("tokenstore: the stored token set changed")
+
+// CASStore is implemented by stores that can replace a set only if it is still the expected version (RedisStore, and Sealed over one).
+//
+// It fences a writer that lost its lock while refreshing (a lease that
+// expired mid-refresh): its set, built from an older one, must not replace
+// the newer set another holder stored in the meantime.
+type CASStore interface {
+	// CompareAndSet stores tok under key if the set stored there has Version old (old == 0: if nothing usable is stored), else returns an error wrapping ErrConflict.
+	CompareAndSet(ctx context.Context, key string, old uint64, tok *Token) error
+}
