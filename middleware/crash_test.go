@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 	"github.com/tasknation/tokengate/tokenstore"
@@ -45,8 +47,8 @@ func (c *offsetClock) AfterFunc(d time.Duration, f func()) middleware.Timer {
 	return time.AfterFunc(d, f)
 }
 
-// crashChild is the child's main: a gateway with a sealed file store in
-// front of the fake's API. It prints its address and serves until killed.
+// crashChild is the child's main: a gateway with a sealed file store (or,
+// with CRASH_REDIS_ADDR, a sealed Redis store) in front of the fake's API. It prints its address and serves until killed.
 func crashChild() {
 	die := func(err error) { fmt.Fprintln(os.Stderr, "crash child:", err); os.Exit(2) }
 	fakeURL, dir := os.Getenv("CRASH_FAKE_URL"), os.Getenv("CRASH_STORE_DIR")
@@ -54,11 +56,17 @@ func crashChild() {
 	if err != nil {
 		die(err)
 	}
-	fs, err := tokenstore.NewFileStore(dir, tokenstore.FileOptions{})
+	var inner tokenstore.Store
+	if addr := os.Getenv("CRASH_REDIS_ADDR"); addr != "" {
+		lease, _ := time.ParseDuration(os.Getenv("CRASH_LEASE_TTL"))
+		inner, err = tokenstore.NewRedisStore(redis.NewClient(&redis.Options{Addr: addr}), tokenstore.RedisOptions{Namespace: "fleet", LeaseTTL: lease})
+	} else {
+		inner, err = tokenstore.NewFileStore(dir, tokenstore.FileOptions{})
+	}
 	if err != nil {
 		die(err)
 	}
-	store, err := tokenstore.NewSealed(fs, key)
+	store, err := tokenstore.NewSealed(inner, key)
 	if err != nil {
 		die(err)
 	}

@@ -252,8 +252,10 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 		case err == nil:
 			defer unlock()
 		case !errors.Is(err, tokenstore.ErrLockUnsupported):
-			log.Warn("token store lock failed", zap.Error(err))
-			return nil, &UnavailableError{RetryAfter: time.Second, Err: fmt.Errorf("middleware: token store lock: %w", err)}
+			// Backed off per subject, like a store that cannot be read.
+			f := g.failingSlot(key)
+			f.backOff(g, g.clock.Now(), &storeError{fmt.Errorf("lock: %w", err)}, "token store lock failed")
+			return nil, f.unavailable(g.clock.Now(), nil)
 		}
 	}
 	// Another process sharing the store, or the flight that just ended,
@@ -348,7 +350,20 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 	// Rotation does not extend the refresh token's life: it counts from
 	// the authorization_code grant.
 	next.RefreshExpiry = cur.RefreshExpiry
-	if err := g.persist(ctx, key, next); err != nil {
+	err = g.persistRotated(ctx, key, cur.Version, next)
+	if errors.Is(err, tokenstore.ErrConflict) {
+		// Our lease ran out mid-refresh and another instance stored a
+		// newer set meanwhile (the store's version fenced our write): its
+		// set is the one every instance uses; ours, issued in the same
+		// grace window, is dropped.
+		if newer, gerr := g.u.durable.Get(ctx, key); gerr == nil {
+			log.Warn("another instance refreshed this subject while our lease had lapsed; using its token set")
+			g.cache(key, newer, log)
+			return newer, nil
+		}
+		err = g.persist(ctx, key, next) // the newer set is gone again: ours is the live one
+	}
+	if err != nil {
 		// The old refresh token is spent (or soon will be): losing the new
 		// one would log the user out. Keep it in memory and serve it; the
 		// next refresh writes again.
@@ -402,6 +417,28 @@ func (g *Gate) persist(ctx context.Context, key string, tok *tokenstore.Token) e
 	for range 3 {
 		if err = g.u.durable.Set(ctx, key, tok); err == nil {
 			return nil
+		}
+	}
+	return err
+}
+
+// persistRotated writes the set a refresh of the stored version old
+// produced: with a tokenstore.CASStore only if the store still holds that
+// version, so that an instance whose lease lapsed mid-refresh cannot
+// overwrite a newer set (the error then wraps tokenstore.ErrConflict).
+func (g *Gate) persistRotated(ctx context.Context, key string, old uint64, tok *tokenstore.Token) error {
+	cas, ok := g.u.durable.(tokenstore.CASStore)
+	if !ok {
+		return g.persist(ctx, key, tok)
+	}
+	var err error
+	for range 3 {
+		err = cas.CompareAndSet(ctx, key, old, tok)
+		if errors.Is(err, errors.ErrUnsupported) { // Sealed over a store without compare-and-set
+			return g.persist(ctx, key, tok)
+		}
+		if err == nil || errors.Is(err, tokenstore.ErrConflict) {
+			return err
 		}
 	}
 	return err
