@@ -161,11 +161,13 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		"TN_SUPPLY_CLIENT_SECRET": "env-only-supply-secret-b04d",
 		"TN_DEMAND_CLIENT_SECRET": "env-only-demand-secret-e5c8",
 		"TOKENGATE_KEY":           "ZW52LW9ubHktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM=",
+		"REDIS_PASSWORD":          "env-only-redis-password-61fa",
+		"REDIS_ADDR":              "env-only-redis.example:6380",
 	}
 	for k, v := range secrets {
 		t.Setenv(k, v)
 	}
-	literal, key := 0, 0
+	literal, key, redisPassword := 0, 0, 0
 	for name, got := range adaptedFixtures(t) {
 		for k, v := range secrets {
 			if bytes.Contains(got, []byte(v)) {
@@ -178,6 +180,9 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		if bytes.Contains(got, []byte(`"encryption_key":"{env.TOKENGATE_KEY}"`)) {
 			key++
 		}
+		if bytes.Contains(got, []byte(`"redis_password":"{env.REDIS_PASSWORD}"`)) {
+			redisPassword++
+		}
 	}
 	// The check above is empty unless fixtures do use the placeholder.
 	if literal == 0 {
@@ -185,6 +190,9 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 	}
 	if key == 0 {
 		t.Errorf(`no adapted fixture has "encryption_key":"{env.TOKENGATE_KEY}" literally`)
+	}
+	if redisPassword == 0 {
+		t.Errorf(`no adapted fixture has "redis_password":"{env.REDIS_PASSWORD}" literally`)
 	}
 }
 

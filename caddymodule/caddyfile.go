@@ -39,11 +39,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    client_secret   <secret>
 //	    scopes          <scope...>
 //	    grant           client_credentials|authorization_code
-//	    store           memory|file <dir>|caddy
+//	    store           memory|file <dir>|caddy|redis <host:port> [<db>]
 //	    encryption_key  <base64 32 bytes>
 //	    request_timeout <duration>
 //	    refresh_window  <fraction>
 //	    backoff         <min> <max>
+//
+//	    # store redis only
+//	    redis_password  <secret>
+//	    redis_username  <name>
+//	    redis_tls       on|off
+//	    redis_namespace <prefix>
 //
 //	    # authorization_code only
 //	    user                  <placeholder>
@@ -60,7 +66,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // client_id and client_secret are required; with authorization_code, user
-// and redirect_uri too. Each subdirective may appear once. Values are
+// and redirect_uri too. The db of store redis is a database number, 0 by
+// default. Each subdirective may appear once. Values are
 // checked here as far as they can be without resolving placeholders, so
 // that `caddy adapt` reports mistakes.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -123,13 +130,42 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("oauth2_token: store: file needs a directory: store file <dir>")
 			case args[0] == storeFile && len(args) == 2:
 				h.Store, h.StoreDir = args[0], args[1]
+			case args[0] == storeRedis && len(args) == 1:
+				return d.Errf("oauth2_token: store: redis needs an address: store redis <host:port> [<db>]")
+			case args[0] == storeRedis && len(args) <= 3:
+				h.Store, h.RedisAddr = args[0], args[1]
+				if len(args) == 3 {
+					db, err := strconv.Atoi(args[2])
+					if err != nil || db < 0 {
+						return d.Errf("oauth2_token: store: redis database %q is not a number 0 or more (store redis <host:port> [<db>])", args[2])
+					}
+					h.RedisDB = db
+				}
 			case (args[0] == storeMemory || args[0] == storeCaddy) && len(args) == 1:
 				h.Store = args[0]
-			case args[0] == storeMemory || args[0] == storeCaddy || args[0] == storeFile:
-				return d.Errf("oauth2_token: store: too many arguments (want memory, file <dir> or caddy)")
+			case args[0] == storeMemory || args[0] == storeCaddy || args[0] == storeFile || args[0] == storeRedis:
+				return d.Errf("oauth2_token: store: too many arguments (want %s)", storeChoices)
 			default:
-				return d.Errf("oauth2_token: store: unknown store %q (want memory, file <dir> or caddy)", args[0])
+				return d.Errf("oauth2_token: store: unknown store %q (want %s)", args[0], storeChoices)
 			}
+		case "redis_password":
+			err = one(&h.RedisPassword)
+		case "redis_username":
+			err = one(&h.RedisUsername)
+		case "redis_tls":
+			var s string
+			if err = one(&s); err == nil {
+				switch s {
+				case "on":
+					h.RedisTLS = true
+				case "off":
+					h.RedisTLS = false
+				default:
+					return d.Errf("oauth2_token: redis_tls: %q is not on or off", s)
+				}
+			}
+		case "redis_namespace":
+			err = one(&h.RedisNamespace)
 		case "encryption_key":
 			if err = one(&h.EncryptionKey); err == nil && !hasPlaceholder(h.EncryptionKey) {
 				if _, err := tokenstore.ParseKey(h.EncryptionKey); err != nil {
@@ -208,6 +244,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		for _, sub := range userOnlySubdirectives {
 			if seen[sub] {
 				return d.Err(userOnly(sub).Error())
+			}
+		}
+	}
+	if h.Store != storeRedis {
+		// Also what config cannot see: "redis_tls off" is the zero value.
+		store := h.Store
+		if store == "" {
+			store = storeMemory
+			if h.Grant == middleware.GrantAuthorizationCode {
+				store = storeCaddy
+			}
+		}
+		for _, sub := range redisSubdirectives {
+			if seen[sub] {
+				return d.Errf("oauth2_token: %s: only applies to store redis (the store is %s)", sub, store)
 			}
 		}
 	}

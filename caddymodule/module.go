@@ -11,6 +11,7 @@ package caddymodule
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/tasknation/tokengate/middleware"
@@ -39,6 +41,7 @@ const (
 	storeMemory = "memory"
 	storeFile   = "file"
 	storeCaddy  = "caddy"
+	storeRedis  = "redis"
 )
 
 // Handler injects OAuth 2.0 access tokens into requests, and replaces any
@@ -152,22 +155,51 @@ type Handler struct {
 	RefreshTokenWarning caddy.Duration `json:"refresh_token_warning,omitempty"`
 
 	// Where tokens are kept: "memory" (this process only; lost on
-	// restart), "file" (the directory store_dir, on this host) or "caddy"
+	// restart), "file" (the directory store_dir, on this host), "caddy"
 	// (Caddy's storage, as set by the `storage` global option: shared by
-	// the instances that share it). Default: memory for
-	// client_credentials, caddy for authorization_code
+	// the instances that share it) or "redis" (the Redis server at
+	// redis_addr: shared by the instances that use it). Default: memory
+	// for client_credentials, caddy for authorization_code
 	Store string `json:"store,omitempty"`
 
 	// The directory of the file store. Placeholders are resolved at load.
 	// Required with store file.
 	StoreDir string `json:"store_dir,omitempty"`
 
+	// The Redis server of store redis, as host:port. Placeholders are
+	// resolved at load. Required with store redis.
+	RedisAddr string `json:"redis_addr,omitempty"`
+
+	// The Redis database number of store redis. Default: 0
+	RedisDB int `json:"redis_db,omitempty"`
+
+	// The password of store redis (AUTH). Use a placeholder ({env.NAME}
+	// or {file./path}) so that the password stays out of the config.
+	// Default: none
+	RedisPassword string `json:"redis_password,omitempty"`
+
+	// The ACL user of store redis, with redis_password. Placeholders are
+	// resolved at load. Default: none (the default user)
+	RedisUsername string `json:"redis_username,omitempty"`
+
+	// Connects to Redis over TLS, verified with the system's roots for
+	// the host of redis_addr. Without it the password and the tokens
+	// (unless encryption_key seals them) cross the network in clear: a
+	// warning at load says so when redis_addr is not loopback.
+	// Default: false
+	RedisTLS bool `json:"redis_tls,omitempty"`
+
+	// The prefix of every Redis key of store redis, so that several
+	// gateways, or other applications, can share one database.
+	// Default: tokengate
+	RedisNamespace string `json:"redis_namespace,omitempty"`
+
 	// The key that seals access and refresh tokens (AES-256-GCM) in a
-	// durable store (file or caddy): 32 bytes in base64, for example from
-	// `openssl rand -base64 32`. Use a placeholder ({env.NAME} or
-	// {file./path}) so that the key stays out of the config. Tokens sealed
-	// with another key are not used. Default: none (tokens in clear, with
-	// a warning)
+	// durable store (file, caddy or redis): 32 bytes in base64, for
+	// example from `openssl rand -base64 32`. Use a placeholder
+	// ({env.NAME} or {file./path}) so that the key stays out of the
+	// config. Tokens sealed with another key are not used. Default: none
+	// (tokens in clear, with a warning)
 	EncryptionKey string `json:"encryption_key,omitempty"`
 
 	// How long one token request may take. Default: 10s
@@ -200,9 +232,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // storeSpec is where a Gate keeps its tokens.
 type storeSpec struct {
-	kind string // storeMemory, storeFile or storeCaddy
-	dir  string // storeFile
-	key  []byte // nil: no sealing
+	kind  string    // storeMemory, storeFile, storeCaddy or storeRedis
+	dir   string    // storeFile
+	redis redisSpec // storeRedis
+	key   []byte    // nil: no sealing
 }
 
 func (s storeSpec) durable() bool { return s.kind != storeMemory }
@@ -232,15 +265,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.poolKey = poolKey(cfg, spec, storage)
 	v, loaded, err := gates.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		var p pooledGate
-		var err error
-		if cfg.Store, p.storage, err = openStore(spec, storage, h.logger); err != nil {
+		st, err := openStore(spec, storage, h.logger)
+		if err != nil {
 			return nil, err
 		}
+		cfg.Store = st.store
+		p := &pooledGate{storage: st.storage, redis: st.redis}
 		if p.Gate, err = middleware.New(cfg); err != nil {
+			st.close()
 			return nil, err
 		}
-		return &p, nil
+		return p, nil
 	})
 	if err != nil {
 		return fmt.Errorf("oauth2_token: %w", err)
@@ -253,11 +288,27 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.gate = p.Gate
 	h.gate.SetLogger(h.logger) // the newest config's logger, whose outputs are open
+	h.warn(spec)
+	h.logger.Debug("token source ready", zap.Bool("reused", loaded), zap.String("grant", cfg.Grant),
+		zap.String("store", spec.kind), zap.String("client_id", cfg.ClientID), zap.Strings("scopes", cfg.Scopes))
+	return nil
+}
+
+// warn logs what in a config that loads is nevertheless unsafe: tokens in
+// clear at rest or on the network, secrets written in the config, a
+// subject a client may choose.
+func (h *Handler) warn(spec storeSpec) {
 	if spec.durable() && spec.key == nil {
 		h.logger.Warn("the token store is durable and has no encryption_key: tokens (refresh tokens with authorization_code) are kept in clear at rest",
 			zap.String("store", spec.kind))
 	}
-	for _, f := range []struct{ name, v string }{{"client_secret", h.ClientSecret}, {"encryption_key", h.EncryptionKey}} {
+	if spec.kind == storeRedis && !spec.redis.tls && !loopback(spec.redis.addr) {
+		h.logger.Warn("redis_tls is off and redis_addr is not loopback: the Redis password, and the tokens unless encryption_key seals them, cross the network in clear",
+			zap.String("redis_addr", spec.redis.addr), zap.Bool("encryption_key", spec.key != nil))
+	}
+	for _, f := range []struct{ name, v string }{
+		{"client_secret", h.ClientSecret}, {"encryption_key", h.EncryptionKey}, {"redis_password", h.RedisPassword},
+	} {
 		if f.v != "" && !hasPlaceholder(f.v) {
 			h.logger.Warn("a secret is written in the config in clear: use a placeholder ({env.NAME} or {file./path}) to keep it out of the JSON config",
 				zap.String("field", f.name))
@@ -269,37 +320,56 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				zap.String("placeholder", p))
 		}
 	}
-	h.logger.Debug("token source ready", zap.Bool("reused", loaded), zap.String("grant", cfg.Grant),
-		zap.String("store", spec.kind), zap.String("client_id", cfg.ClientID), zap.Strings("scopes", cfg.Scopes))
-	return nil
 }
 
-// openStore opens the durable store of spec (nil for memory: the Gate
-// keeps its tokens in its own memory store), sealed when spec has a key.
-// The *Storage is returned too when the store is Caddy's storage.
-func openStore(spec storeSpec, storage certmagic.Storage, logger *zap.Logger) (tokenstore.Store, *Storage, error) {
-	var st tokenstore.Store
-	var cs *Storage
+// openedStore is the durable store of a Gate, and what the pooled Gate
+// keeps of it.
+type openedStore struct {
+	store   tokenstore.Store // nil for memory: the Gate keeps its own memory store
+	storage *Storage         // store caddy: the adapter each new config points at its storage
+	redis   *redis.Client    // store redis: closed after the Gate
+}
+
+// close releases what openStore took, for a Gate that was not made.
+func (s openedStore) close() {
+	if s.redis != nil {
+		s.redis.Close()
+	}
+}
+
+// openStore opens the durable store of spec, sealed when spec has a key.
+// It makes no network request: a Redis client dials on first use.
+func openStore(spec storeSpec, storage certmagic.Storage, logger *zap.Logger) (openedStore, error) {
+	var out openedStore
 	var err error
 	switch spec.kind {
 	case storeMemory:
-		return nil, nil, nil
+		return out, nil
 	case storeFile:
-		if st, err = tokenstore.NewFileStore(spec.dir, tokenstore.FileOptions{}); err != nil {
-			return nil, nil, fmt.Errorf("store: file: %w", err)
+		if out.store, err = tokenstore.NewFileStore(spec.dir, tokenstore.FileOptions{}); err != nil {
+			return openedStore{}, fmt.Errorf("store: file: %w", err)
 		}
 	case storeCaddy:
-		if cs, err = NewStorage(storage, StorageOptions{Logger: logger}); err != nil {
-			return nil, nil, err
+		if out.storage, err = NewStorage(storage, StorageOptions{Logger: logger}); err != nil {
+			return openedStore{}, err
 		}
-		st = cs
+		out.store = out.storage
+	case storeRedis:
+		out.redis = redis.NewClient(spec.redis.options())
+		if out.store, err = tokenstore.NewRedisStore(out.redis, tokenstore.RedisOptions{Namespace: spec.redis.namespace}); err != nil {
+			out.close()
+			return openedStore{}, fmt.Errorf("store: redis: %w", err)
+		}
+	default:
+		return openedStore{}, fmt.Errorf("store: unknown store %q", spec.kind)
 	}
 	if spec.key != nil {
-		if st, err = tokenstore.NewSealed(st, spec.key); err != nil {
-			return nil, nil, fmt.Errorf("encryption_key: %w", err)
+		if out.store, err = tokenstore.NewSealed(out.store, spec.key); err != nil {
+			out.close()
+			return openedStore{}, fmt.Errorf("encryption_key: %w", err)
 		}
 	}
-	return st, cs, nil
+	return out, nil
 }
 
 // config is the middleware configuration of h and where it keeps its
@@ -367,10 +437,19 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 		}
 	}
 	switch spec.kind {
-	case storeMemory, storeCaddy:
-		if h.StoreDir != "" {
-			return c, spec, fmt.Errorf("oauth2_token: store_dir: only applies to store file (the store is %s)", spec.kind)
+	case storeMemory, storeCaddy, storeFile, storeRedis:
+	default:
+		return c, spec, fmt.Errorf("oauth2_token: store: unknown store %q (want %s)", h.Store, storeChoices)
+	}
+	if spec.kind != storeFile && h.StoreDir != "" {
+		return c, spec, fmt.Errorf("oauth2_token: store_dir: only applies to store file (the store is %s)", spec.kind)
+	}
+	if spec.kind != storeRedis {
+		if f := h.redisFieldSet(); f != "" {
+			return c, spec, fmt.Errorf("oauth2_token: %s: only applies to store redis (the store is %s)", f, spec.kind)
 		}
+	}
+	switch spec.kind {
 	case storeFile:
 		if h.StoreDir == "" {
 			return c, spec, fmt.Errorf("oauth2_token: store: file needs a directory: store file <dir> (store_dir in JSON)")
@@ -378,12 +457,14 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 		if spec.dir, err = resolve("store_dir", h.StoreDir); err != nil {
 			return c, spec, err
 		}
-	default:
-		return c, spec, fmt.Errorf("oauth2_token: store: unknown store %q (want memory, file <dir> or caddy)", h.Store)
+	case storeRedis:
+		if spec.redis, err = h.redisSpec(resolve); err != nil {
+			return c, spec, err
+		}
 	}
 	if h.EncryptionKey != "" {
 		if !spec.durable() {
-			return c, spec, fmt.Errorf("oauth2_token: encryption_key: only applies to a durable store (file or caddy); the store is memory")
+			return c, spec, fmt.Errorf("oauth2_token: encryption_key: only applies to a durable store (file, caddy or redis); the store is memory")
 		}
 		if repl != nil || !hasPlaceholder(h.EncryptionKey) {
 			key, err := resolve("encryption_key", h.EncryptionKey)
@@ -426,6 +507,9 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 	c.MaxBackoff = time.Duration(h.MaxBackoff)
 	return c, spec, nil
 }
+
+// storeChoices are the arguments of the store subdirective, for errors.
+const storeChoices = "memory, file <dir>, caddy or redis <host:port> [<db>]"
 
 // userOnlySubdirectives are the subdirectives of the authorization_code
 // grant only.
@@ -514,8 +598,10 @@ func clientControlled(v string) string {
 
 // poolKey identifies a token source: every field that changes what the
 // Gate does (endpoints, client, secret, scopes, tuning, grant, connect
-// endpoints, where tokens are kept) takes part; the same values share one.
-// Secrets (the client secret, the encryption key) enter only hashed.
+// endpoints, where tokens are kept, with the Redis server, database,
+// credentials, TLS and namespace) takes part; the same values share one.
+// Secrets (the client secret, the encryption key, the Redis password)
+// enter only hashed.
 func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) string {
 	var where string
 	if storage != nil {
@@ -530,6 +616,8 @@ func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) str
 		strconv.FormatBool(c.DisablePKCE), c.ConnectedRedirect,
 		c.StateLifetime.String(), c.GracePeriod.String(), c.RefreshTokenWarning.String(),
 		spec.kind, spec.dir, where, string(spec.key),
+		spec.redis.addr, strconv.Itoa(spec.redis.db), spec.redis.username, spec.redis.password,
+		strconv.FormatBool(spec.redis.tls), spec.redis.namespace,
 	} {
 		fmt.Fprintf(h, "%d:%s\x00", len(v), v)
 	}
@@ -593,16 +681,24 @@ func (h *Handler) Cleanup() error {
 
 // pooledGate is a Gate in the usage pool, with the Caddy storage adapter
 // it reads and writes through (nil for other stores), which each new
-// config points at its own storage.
+// config points at its own storage, and the Redis client of store redis.
 type pooledGate struct {
 	*middleware.Gate
 	storage *Storage
+	redis   *redis.Client
 }
 
-// Destruct closes the Gate. The stores need no closing: the file store
-// holds no open files between calls, and Caddy's storage belongs to the
-// config.
-func (p *pooledGate) Destruct() error { return p.Gate.Close() }
+// Destruct closes the Gate, then the Redis client it used (once the Gate
+// has stopped its background refreshes, nothing uses it any more). The
+// other stores need no closing: the file store holds no open files
+// between calls, and Caddy's storage belongs to the config.
+func (p *pooledGate) Destruct() error {
+	err := p.Gate.Close()
+	if p.redis != nil {
+		err = errors.Join(err, p.redis.Close())
+	}
+	return err
+}
 
 // Interface guards
 var (

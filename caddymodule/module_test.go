@@ -356,7 +356,7 @@ func TestProvision_UserErrors(t *testing.T) {
 		{"user with client credentials", func(h *Handler) { h.Grant = "" }, "user: only applies to grant authorization_code"},
 		{"key with memory store", func(h *Handler) { h.Store, h.StoreDir = "memory", "" }, "encryption_key: only applies to a durable store"},
 		{"store dir with caddy store", func(h *Handler) { h.Store = "caddy" }, "store_dir: only applies to store file"},
-		{"unknown store", func(h *Handler) { h.Store = "redis" }, `store: unknown store "redis"`},
+		{"unknown store", func(h *Handler) { h.Store, h.StoreDir = "dynamodb", "" }, `store: unknown store "dynamodb"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -343,5 +344,104 @@ func TestStorage_UnlockAfterCallerContextEnds(t *testing.T) {
 func TestNewStorage_Nil(t *testing.T) {
 	if _, err := NewStorage(nil, StorageOptions{}); err == nil {
 		t.Fatal("NewStorage(nil) succeeded")
+	}
+}
+
+// lockingStorage is a certmagic.Storage other than the file system, as a
+// storage module (Redis, S3, Consul, ...) provides it: its own Lock, which
+// a waiter leaves when its context is done. It records the lock names.
+type lockingStorage struct {
+	certmagic.Storage // the data: a FileStorage
+	mu                sync.Mutex
+	locks             map[string]chan struct{} // a semaphore per lock name
+	names             []string
+}
+
+func newLockingStorage(dir string) *lockingStorage {
+	return &lockingStorage{Storage: &certmagic.FileStorage{Path: dir}, locks: map[string]chan struct{}{}}
+}
+
+func (s *lockingStorage) sem(name string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.locks[name] == nil {
+		s.locks[name] = make(chan struct{}, 1)
+	}
+	s.names = append(s.names, name)
+	return s.locks[name]
+}
+
+func (s *lockingStorage) Lock(ctx context.Context, name string) error {
+	select {
+	case s.sem(name) <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *lockingStorage) Unlock(_ context.Context, name string) error {
+	select {
+	case <-s.sem(name):
+		return nil
+	default:
+		return errors.New("lockingStorage: unlock of a lock not held")
+	}
+}
+
+// store caddy works over any storage module: reads and writes go through
+// its Store/Load/Delete, refreshes of one key hold its own Lock (one lock
+// name per key, a single path component of word characters), and a
+// waiter gives up at its context's deadline.
+func TestStorage_OtherBackendsLock(t *testing.T) {
+	ctx := context.Background()
+	backend := newLockingStorage(t.TempDir())
+	c := newTestClock(t0)
+	a, err := NewStorage(backend, StorageOptions{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewStorage(backend, StorageOptions{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Set(ctx, "user:alice", userSet(t0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Get(ctx, "user:alice"); err != nil || !sameToken(got, userSet(t0)) {
+		t.Fatalf("the other instance reads %v, %v; want the set stored", got, err)
+	}
+
+	unlock, err := a.Lock(ctx, "user:alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err = b.Lock(short, "user:alice")
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lock while another instance holds it: err = %v, want the context's deadline", err)
+	}
+	unlockOther, err := b.Lock(ctx, "user:bob")
+	if err != nil {
+		t.Fatalf("another key's lock: %v", err)
+	}
+	unlockOther()
+	unlock()
+	unlock() // a no-op: the storage sees one Unlock
+	unlockB, err := b.Lock(ctx, "user:alice")
+	if err != nil {
+		t.Fatalf("Lock after the holder released it: %v", err)
+	}
+	unlockB()
+
+	want := lockPrefix + keyHash("user:alice")
+	for _, name := range backend.names {
+		if name != want && name != lockPrefix+keyHash("user:bob") {
+			t.Errorf("lock name %q, want %s<hex sha256 of the key>", name, lockPrefix)
+		}
+		if strings.ContainsAny(name, "/\\:") || strings.Contains(name, "alice") {
+			t.Errorf("lock name %q is not one opaque path component", name)
+		}
 	}
 }

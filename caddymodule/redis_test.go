@@ -1,0 +1,493 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	zapobserver "go.uber.org/zap/zaptest/observer"
+
+	"github.com/tasknation/tokengate/internal/redistest"
+	"github.com/tasknation/tokengate/middleware/tasknationtest"
+	"github.com/tasknation/tokengate/tokenstore"
+)
+
+// redisPassword is the Redis password the tests put in the environment:
+// no error, log line or pool key may show it.
+const redisPassword = "r3dis-pw-0f3c9a"
+
+// redisHandler is an authorization_code handler against srv with its
+// tokens in Redis at addr, sealed, the password from the environment.
+func redisHandler(t *testing.T, srv *tasknationtest.Server, addr string) *Handler {
+	t.Helper()
+	h := userHandler(t, srv)
+	t.Setenv("TG_TEST_REDIS_PASSWORD", redisPassword)
+	h.Store, h.StoreDir = storeRedis, ""
+	h.RedisAddr = addr
+	h.RedisPassword = "{env.TG_TEST_REDIS_PASSWORD}"
+	return h
+}
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestUnmarshalCaddyfile_Redis(t *testing.T) {
+	const head = "oauth2_token {\n\tclient_id {env.ID}\n\tclient_secret {env.SECRET}\n"
+	tests := []struct {
+		name  string
+		lines string
+		want  Handler
+	}{
+		{"addr only", "store redis cache.internal:6379", Handler{Store: "redis", RedisAddr: "cache.internal:6379"}},
+		{"addr and db", "store redis 127.0.0.1:6379 2", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379", RedisDB: 2}},
+		{"db 0", "store redis 127.0.0.1:6379 0", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379"}},
+		{"ipv6", "store redis [::1]:6380", Handler{Store: "redis", RedisAddr: "[::1]:6380"}},
+		{"addr placeholder", "store redis {env.REDIS_ADDR}", Handler{Store: "redis", RedisAddr: "{env.REDIS_ADDR}"}},
+		{
+			"every subdirective",
+			"store redis cache.internal:6380 5\n\tredis_password {env.REDIS_PASSWORD}\n\tredis_username gateway\n\tredis_tls on\n\tredis_namespace eu-gw",
+			Handler{Store: "redis", RedisAddr: "cache.internal:6380", RedisDB: 5, RedisPassword: "{env.REDIS_PASSWORD}",
+				RedisUsername: "gateway", RedisTLS: true, RedisNamespace: "eu-gw"},
+		},
+		{"tls off", "store redis 127.0.0.1:6379\n\tredis_tls off", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h Handler
+			if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(head + "\t" + tt.lines + "\n}")); err != nil {
+				t.Fatal(err)
+			}
+			tt.want.ClientID, tt.want.ClientSecret = "{env.ID}", "{env.SECRET}"
+			if !reflect.DeepEqual(h, tt.want) {
+				t.Fatalf("parsed\n%+v\nwant\n%+v", h, tt.want)
+			}
+		})
+	}
+}
+
+func TestUnmarshalCaddyfile_RedisErrors(t *testing.T) {
+	const head = "oauth2_token {\n\tclient_id {env.ID}\n\tclient_secret {env.SECRET}\n"
+	tests := []struct {
+		name, lines, want string
+	}{
+		{"no addr", "store redis", "store: redis needs an address"},
+		{"db not a number", "store redis 127.0.0.1:6379 two", `redis database "two" is not a number 0 or more`},
+		{"negative db", "store redis 127.0.0.1:6379 -3", `redis database "-3"`},
+		{"too many arguments", "store redis 127.0.0.1:6379 1 2", "store: too many arguments"},
+		{"no port", "store redis cache.internal", `redis_addr: "cache.internal" is not host:port`},
+		{"port out of range", "store redis cache.internal:70000", "redis_addr: \"cache.internal:70000\": the port is not a number"},
+		{"url with password", "store redis redis://:" + redisPassword + "@cache.internal:6379", "redis_addr: want host:port, not a URL"},
+		{"user and password", "store redis gw:" + redisPassword + "@cache.internal:6379", "redis_addr: want host:port, not a URL"},
+		{"tls value", "store redis 127.0.0.1:6379\n\tredis_tls true", `redis_tls: "true" is not on or off`},
+		{"password with caddy store", "store caddy\n\tredis_password " + redisPassword, "redis_password: only applies to store redis (the store is caddy)"},
+		{"password extra argument", "store redis 127.0.0.1:6379\n\tredis_password " + redisPassword + " x", "redis_password takes one argument"},
+		{"tls off with default store", "redis_tls off", "redis_tls: only applies to store redis (the store is memory)"},
+		{"username with file store", "store file /var/lib/tg\n\tredis_username gw", "redis_username: only applies to store redis (the store is file)"},
+		{"namespace with a space", "store redis 127.0.0.1:6379\n\tredis_namespace \"a b\"", `redis_namespace: "a b" has a space`},
+		{"duplicate", "store redis 127.0.0.1:6379\n\tredis_tls on\n\tredis_tls off", `duplicate subdirective "redis_tls"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(head + "\t" + tt.lines + "\n}"))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), redisPassword) {
+				t.Fatalf("the error shows the Redis password: %v", err)
+			}
+		})
+	}
+}
+
+// Provision refuses a bad Redis configuration (as JSON may give it, past
+// the Caddyfile's checks) naming the field, and never shows the password.
+func TestProvision_RedisErrors(t *testing.T) {
+	srv := tasknationtest.NewServer(tasknationtest.Options{})
+	defer srv.Close()
+	const fragment = "k3yP4rt"
+	tests := []struct {
+		name   string
+		change func(h *Handler)
+		want   string
+	}{
+		{"no addr", func(h *Handler) { h.RedisAddr = "" }, "store: redis needs an address"},
+		{"addr not host:port", func(h *Handler) { h.RedisAddr = "cache.internal" }, "redis_addr"},
+		{"addr a url", func(h *Handler) { h.RedisAddr = "rediss://gw:" + redisPassword + "@cache.internal:6379/0" }, "redis_addr: want host:port, not a URL"},
+		{"addr placeholder unset", func(h *Handler) { h.RedisAddr = "{env.TG_TEST_UNSET_ADDR}" }, "redis_addr: placeholder {env.TG_TEST_UNSET_ADDR} is unset"},
+		{"addr placeholder not host:port", func(h *Handler) { h.RedisAddr = "{env.TG_TEST_CLIENT_ID}" }, "redis_addr"},
+		{"negative db", func(h *Handler) { h.RedisDB = -1 }, "redis_db: -1 is negative"},
+		{"password placeholder unset", func(h *Handler) { h.RedisPassword = "{env.TG_TEST_UNSET_PW}" }, "redis_password: placeholder {env.TG_TEST_UNSET_PW} is unset"},
+		{"literal password with braces", func(h *Handler) { h.RedisPassword = "Zq8{" + fragment + "}w" }, "redis_password: has an unknown or empty placeholder"},
+		{"username placeholder unset", func(h *Handler) { h.RedisUsername = "{env.TG_TEST_UNSET_USER}" }, "redis_username"},
+		{"namespace with a newline", func(h *Handler) { h.RedisNamespace = "a\nb" }, "redis_namespace"},
+		{"tls with caddy store", func(h *Handler) { h.Store, h.RedisAddr, h.RedisPassword, h.RedisTLS = "caddy", "", "", true }, "redis_tls: only applies to store redis (the store is caddy)"},
+		{"db with file store", func(h *Handler) {
+			h.Store, h.StoreDir, h.RedisAddr, h.RedisPassword, h.RedisDB = "file", t.TempDir(), "", "", 1
+		}, "redis_db: only applies to store redis (the store is file)"},
+		{"addr with memory store", func(h *Handler) { h.Store, h.EncryptionKey = "memory", "" }, "redis_addr: only applies to store redis (the store is memory)"},
+		{"password with default store", func(h *Handler) { h.Store, h.RedisAddr = "", "" }, "redis_password: only applies to store redis (the store is caddy)"},
+		{"key with memory store", func(h *Handler) { h.Store, h.RedisAddr, h.RedisPassword = "memory", "", "" }, "encryption_key: only applies to a durable store (file, caddy or redis)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := redisHandler(t, srv, "127.0.0.1:6379")
+			tt.change(h)
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			err := h.Provision(ctx)
+			if err == nil {
+				h.Cleanup()
+				t.Fatalf("Provision succeeded, want an error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.want)
+			}
+			for _, secret := range []string{redisPassword, fragment, tasknationtest.DefaultClientSecret} {
+				if strings.Contains(err.Error(), secret) {
+					t.Fatalf("the error shows a secret: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// pooled returns the pooled Gate of key, without taking a reference.
+func pooled(t *testing.T, key string) *pooledGate {
+	t.Helper()
+	var p *pooledGate
+	gates.Range(func(k, v any) bool {
+		if k == key {
+			p = v.(*pooledGate)
+			return false
+		}
+		return true
+	})
+	if p == nil {
+		t.Fatalf("no pooled token source for %s", key)
+	}
+	return p
+}
+
+// Provision makes no network request (`caddy validate` runs it): with
+// nothing listening at redis_addr it succeeds, and the Redis client is
+// the pooled Gate's, which the last Cleanup closes after the Gate.
+func TestProvision_RedisLazyAndClosedWithGate(t *testing.T) {
+	srv := tasknationtest.NewServer(tasknationtest.Options{})
+	defer srv.Close()
+	addr := closedAddr(t)
+	a, b := redisHandler(t, srv, addr), redisHandler(t, srv, addr)
+	_, cancelA := provision(t, a)
+	defer cancelA()
+	_, cancelB := provision(t, b)
+	defer cancelB()
+	if a.gate != b.gate {
+		t.Fatal("the same Redis configuration has two token sources")
+	}
+	p := pooled(t, a.poolKey)
+	if p.redis == nil {
+		t.Fatal("the pooled Gate of store redis holds no Redis client")
+	}
+	if got := p.redis.Options().Addr; got != addr {
+		t.Fatalf("the client dials %s, want %s", got, addr)
+	}
+	if strings.Contains(a.poolKey, redisPassword) {
+		t.Fatal("the pool key holds the Redis password")
+	}
+	// A done context: an open client gives up before dialing, a closed
+	// one says it is closed.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.Cleanup()
+	if err := p.redis.Ping(ctx).Err(); errors.Is(err, redis.ErrClosed) {
+		t.Fatal("the Redis client was closed while a config still uses the token source")
+	}
+	b.Cleanup()
+	if err := p.redis.Ping(ctx).Err(); !errors.Is(err, redis.ErrClosed) {
+		t.Fatalf("after the last Cleanup Ping = %v, want redis.ErrClosed: the client outlives its Gate", err)
+	}
+}
+
+// openStore gives store redis a Locker with compare-and-set, sealed or
+// not, over a client configured as the spec says.
+func TestOpenStore_Redis(t *testing.T) {
+	key := []byte(strings.Repeat("k", 32))
+	tests := []struct {
+		name       string
+		spec       redisSpec
+		key        []byte
+		serverName string // "": no TLS
+	}{
+		{"plain", redisSpec{addr: "127.0.0.1:6379", namespace: "tokengate"}, nil, ""},
+		{"sealed", redisSpec{addr: "127.0.0.1:6379", namespace: "tokengate"}, key, ""},
+		{"tls, db, acl user", redisSpec{addr: "cache.internal:6380", db: 3, username: "gw", password: redisPassword, tls: true, namespace: "eu"}, key, "cache.internal"},
+		{"tls to an ip", redisSpec{addr: "[2001:db8::7]:6379", tls: true, namespace: "tokengate"}, nil, "2001:db8::7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := openStore(storeSpec{kind: storeRedis, redis: tt.spec, key: tt.key}, nil, zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.close()
+			if _, ok := st.store.(tokenstore.Locker); !ok {
+				t.Errorf("%T is not a tokenstore.Locker: refreshes across instances would not be serialized", st.store)
+			}
+			if _, ok := st.store.(tokenstore.CASStore); !ok {
+				t.Errorf("%T is not a tokenstore.CASStore: a lapsed lease could overwrite a newer set", st.store)
+			}
+			if _, sealed := st.store.(*tokenstore.Sealed); sealed != (tt.key != nil) {
+				t.Errorf("store %T, want sealed %v", st.store, tt.key != nil)
+			}
+			o := st.redis.Options()
+			if o.Addr != tt.spec.addr || o.DB != tt.spec.db || o.Username != tt.spec.username || o.Password != tt.spec.password {
+				t.Errorf("client options addr %q db %d user %q, want %q %d %q (and the password)",
+					o.Addr, o.DB, o.Username, tt.spec.addr, tt.spec.db, tt.spec.username)
+			}
+			switch {
+			case tt.serverName == "" && o.TLSConfig != nil:
+				t.Errorf("TLS configured with redis_tls off")
+			case tt.serverName != "" && o.TLSConfig == nil:
+				t.Errorf("no TLS with redis_tls on")
+			case tt.serverName != "":
+				if o.TLSConfig.ServerName != tt.serverName || o.TLSConfig.InsecureSkipVerify || o.TLSConfig.RootCAs != nil {
+					t.Errorf("TLS ServerName %q (skip verify %v, own roots %v), want %q verified with the system roots",
+						o.TLSConfig.ServerName, o.TLSConfig.InsecureSkipVerify, o.TLSConfig.RootCAs != nil, tt.serverName)
+				}
+			}
+		})
+	}
+}
+
+// The warnings at load: Redis in clear over the network, a literal
+// password; never the password itself.
+func TestWarn_Redis(t *testing.T) {
+	srv := tasknationtest.NewServer(tasknationtest.Options{})
+	defer srv.Close()
+	const inClear = "redis_tls is off and redis_addr is not loopback"
+	const literal = "a secret is written in the config in clear"
+	tests := []struct {
+		name   string
+		change func(h *Handler)
+		want   []string // messages, in order, besides none else of these two
+	}{
+		{"loopback ip", func(h *Handler) {}, nil},
+		{"localhost", func(h *Handler) { h.RedisAddr = "localhost:6379" }, nil},
+		{"ipv6 loopback", func(h *Handler) { h.RedisAddr = "[::1]:6379" }, nil},
+		{"remote without tls", func(h *Handler) { h.RedisAddr = "cache.internal:6379" }, []string{inClear}},
+		{"remote ip without tls", func(h *Handler) { h.RedisAddr = "10.1.2.3:6379" }, []string{inClear}},
+		{"remote with tls", func(h *Handler) { h.RedisAddr, h.RedisTLS = "cache.internal:6379", true }, nil},
+		{"literal password", func(h *Handler) { h.RedisPassword = redisPassword }, []string{literal}},
+		{"remote, literal password", func(h *Handler) { h.RedisAddr, h.RedisPassword = "cache.internal:6379", redisPassword }, []string{inClear, literal}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := redisHandler(t, srv, "127.0.0.1:6379")
+			tt.change(h)
+			_, spec, err := h.config(caddy.NewReplacer())
+			if err != nil {
+				t.Fatal(err)
+			}
+			core, logs := zapobserver.New(zapcore.WarnLevel)
+			h.logger = zap.New(core)
+			h.warn(spec)
+			var got []string
+			for _, e := range logs.All() {
+				if strings.HasPrefix(e.Message, literal) {
+					if f := e.ContextMap()["field"]; f != "redis_password" {
+						t.Errorf("the literal-secret warning names field %v, want redis_password", f)
+					}
+				}
+				if strings.HasPrefix(e.Message, inClear) || strings.HasPrefix(e.Message, literal) {
+					got = append(got, strings.SplitN(e.Message, ":", 2)[0])
+				}
+				if strings.Contains(fmt.Sprint(e.Message, e.ContextMap()), redisPassword) {
+					t.Errorf("a warning shows the Redis password: %s %v", e.Message, e.ContextMap())
+				}
+			}
+			var want []string
+			for _, w := range tt.want {
+				want = append(want, strings.SplitN(w, ":", 2)[0])
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("warnings %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// Every Redis setting takes part in the pool key (another server,
+// database, user, password, TLS or namespace is another token source);
+// the default namespace written out is the same source.
+func TestPoolKey_Redis(t *testing.T) {
+	srv := tasknationtest.NewServer(tasknationtest.Options{})
+	defer srv.Close()
+	base := redisHandler(t, srv, "127.0.0.1:6379")
+	t.Setenv("TG_TEST_REDIS_PASSWORD2", redisPassword+"2")
+	t.Setenv("TG_TEST_KEY2", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("K", 32))))
+	key := func(h *Handler) string {
+		t.Helper()
+		cfg, spec, err := h.config(caddy.NewReplacer())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return poolKey(cfg, spec, nil)
+	}
+	k0 := key(base)
+	if strings.Contains(k0, redisPassword) {
+		t.Fatal("the pool key holds the Redis password")
+	}
+	changes := map[string]func(h *Handler){
+		"redis_addr":      func(h *Handler) { h.RedisAddr = "127.0.0.1:6380" },
+		"redis_db":        func(h *Handler) { h.RedisDB = 1 },
+		"redis_username":  func(h *Handler) { h.RedisUsername = "gw" },
+		"redis_password":  func(h *Handler) { h.RedisPassword = "{env.TG_TEST_REDIS_PASSWORD2}" },
+		"no password":     func(h *Handler) { h.RedisPassword = "" },
+		"redis_tls":       func(h *Handler) { h.RedisTLS = true },
+		"redis_namespace": func(h *Handler) { h.RedisNamespace = "other" },
+		"encryption_key":  func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_KEY2}" },
+		"store":           func(h *Handler) { h.Store, h.RedisAddr, h.RedisPassword = "caddy", "", "" },
+	}
+	for name, change := range changes {
+		h := *base
+		change(&h)
+		if key(&h) == k0 {
+			t.Errorf("changing %s keeps the pool key", name)
+		}
+	}
+	h := *base
+	h.RedisNamespace = defaultRedisNamespace
+	if key(&h) != k0 {
+		t.Error("redis_namespace tokengate (the default) written out changes the pool key")
+	}
+}
+
+// serveUser runs r through h as user (basic_auth's {http.auth.user.id})
+// and returns the answer and the Authorization header the next handler
+// saw ("" when it was not called).
+func serveUser(t *testing.T, h *Handler, r *http.Request, user string) (*httptest.ResponseRecorder, string) {
+	t.Helper()
+	repl := caddy.NewReplacer()
+	repl.Set("http.auth.user.id", user)
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+	w := httptest.NewRecorder()
+	var auth string
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		auth = r.Header.Get("Authorization")
+		return nil
+	})
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	return w, auth
+}
+
+// connectVia runs user's connect flow through h, approved at srv as the
+// TaskNation user tnUser.
+func connectVia(t *testing.T, h *Handler, srv *tasknationtest.Server, user, tnUser string) {
+	t.Helper()
+	w, _ := serveUser(t, h, httptest.NewRequest(http.MethodGet, "/oauth2/connect", nil), user)
+	auth, err := url.Parse(w.Header().Get("Location"))
+	if w.Code != http.StatusFound || err != nil {
+		t.Fatalf("connect: %d %q", w.Code, w.Header().Get("Location"))
+	}
+	q := auth.Query()
+	q.Set("login_hint", tnUser)
+	auth.RawQuery = q.Encode()
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get(auth.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	callback, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusFound || err != nil {
+		t.Fatalf("the fake's authorization endpoint: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	r := httptest.NewRequest(http.MethodGet, callback.RequestURI(), nil)
+	for _, c := range w.Result().Cookies() {
+		r.AddCookie(c)
+	}
+	if w, _ := serveUser(t, h, r, user); w.Code != http.StatusOK {
+		t.Fatalf("callback: %d %s", w.Code, w.Body)
+	}
+}
+
+// Two token sources on one Redis (two gateways of a fleet, here two
+// configs in one process) share the users' tokens: alice connects
+// through one and is served by the other. Another database or namespace
+// is another set of tokens.
+func TestRedisStore_SharedAcrossTokenSources(t *testing.T) {
+	rs := redistest.Start(t)
+	srv := tasknationtest.NewServer(tasknationtest.Options{})
+	defer srv.Close()
+	handler := func(change func(h *Handler)) *Handler {
+		h := redisHandler(t, srv, rs.Addr())
+		h.RedisPassword = "" // the test server has none
+		change(h)
+		_, cancel := provision(t, h)
+		t.Cleanup(func() { cancel(); h.Cleanup() })
+		return h
+	}
+	a := handler(func(h *Handler) {})
+	connectVia(t, a, srv, "alice", "tn-alice")
+
+	tests := []struct {
+		name   string
+		change func(h *Handler)
+		shared bool
+	}{
+		{"the same redis, another token source", func(h *Handler) { h.RequestTimeout = caddy.Duration(9 * time.Second) }, true},
+		{"the default namespace written out", func(h *Handler) { h.RedisNamespace, h.RequestTimeout = "tokengate", caddy.Duration(8*time.Second) }, true},
+		{"another database", func(h *Handler) { h.RedisDB = 1 }, false},
+		{"another namespace", func(h *Handler) { h.RedisNamespace = "other-gateway" }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := handler(tt.change)
+			if b.gate == a.gate {
+				t.Fatal("the test needs a token source of its own")
+			}
+			w, auth := serveUser(t, b, httptest.NewRequest(http.MethodGet, "/api/v1/leads", nil), "alice")
+			if tt.shared {
+				if !strings.HasPrefix(auth, "Bearer "+tasknationtest.AccessTokenPrefix) {
+					t.Fatalf("alice through the other token source: %d %s (forwarded %v); want her token from Redis", w.Code, w.Body, auth != "")
+				}
+				return
+			}
+			if auth != "" || w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "not_connected") {
+				t.Fatalf("alice through a token source on other keys: %d %s (forwarded with a token %v), want 401 not_connected", w.Code, w.Body, auth != "")
+			}
+		})
+	}
+	if n := srv.TokenRequests(tasknationtest.GrantAuthorizationCode); n != 1 {
+		t.Errorf("code exchanges = %d, want 1", n)
+	}
+	if n := srv.TokenRequests(tasknationtest.GrantRefreshToken); n != 0 {
+		t.Errorf("refreshes = %d, want 0", n)
+	}
+}
