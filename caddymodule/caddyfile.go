@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/tokenstore"
@@ -42,6 +43,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    store           memory|file <dir>|caddy|redis <host:port> [<db>]
 //	    encryption_key  <base64 32 bytes>
 //	    request_timeout <duration>
+//	    max_replay_body <size>|off
 //	    refresh_window  <fraction>
 //	    backoff         <min> <max>
 //
@@ -179,6 +181,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "request_timeout":
 			err = duration(&h.RequestTimeout)
+		case "max_replay_body":
+			var v string
+			if err = one(&v); err == nil {
+				if v == "-1" || v == "off" {
+					h.MaxReplayBody = -1
+				} else if n, perr := humanize.ParseBytes(v); perr != nil || n == 0 || n > 1<<30 {
+					return d.Errf("oauth2_token: max_replay_body: %q is not a size between 1B and 1GiB (or off)", v)
+				} else {
+					h.MaxReplayBody = int64(n)
+				}
+			}
 		case "refresh_window":
 			var s string
 			if err = one(&s); err == nil {

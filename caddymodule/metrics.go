@@ -23,6 +23,7 @@ var metrics = struct {
 	connects      *prometheus.CounterVec
 	expiring      prometheus.Counter
 	reauths       prometheus.Counter
+	replays       prometheus.Counter
 }{
 	tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "oauth2_token", Name: "token_requests_total",
@@ -57,6 +58,10 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "oauth2_token", Name: "reauthorizations_total",
 		Help: "Users whose tokens were deleted because their refresh token was refused or ran out (answered reauthorization_required).",
 	}),
+	replays: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "oauth2_token", Name: "replays_total",
+		Help: "Requests replayed with a new token after the upstream answered 401 invalid_token.",
+	}),
 }
 
 // registerMetrics registers the collectors on ctx's registry and returns
@@ -67,7 +72,7 @@ func registerMetrics(ctx caddy.Context) observer {
 		return observer{}
 	}
 	for _, c := range []prometheus.Collector{metrics.tokenRequests, metrics.tokenDuration, metrics.cacheLookups, metrics.refreshes, metrics.refused,
-		metrics.connects, metrics.expiring, metrics.reauths} {
+		metrics.connects, metrics.expiring, metrics.reauths, metrics.replays} {
 		var are prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &are) {
 			ctx.Logger().Warn("registering metrics failed", zap.Error(err))
@@ -118,6 +123,7 @@ func (observer) Connect(outcome string) {
 
 func (observer) RefreshTokenExpiring() { metrics.expiring.Inc() }
 func (observer) Reauthorization()      { metrics.reauths.Inc() }
+func (observer) Replay()               { metrics.replays.Inc() }
 
 // Interface guards
 var (

@@ -205,6 +205,12 @@ type Handler struct {
 	// How long one token request may take. Default: 10s
 	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
 
+	// The largest request body buffered in memory so that a request can
+	// be replayed with a new token after the API answered 401
+	// invalid_token; a larger body is sent once. -1: buffer none (only
+	// requests without a body are replayed). Default: 65536 (64 KiB)
+	MaxReplayBody int64 `json:"max_replay_body,omitempty"`
+
 	// The fraction of a token's lifetime left when a background refresh
 	// starts (with jitter). Default: 0.2
 	RefreshWindow float64 `json:"refresh_window,omitempty"`
@@ -502,6 +508,7 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 	c.GracePeriod = time.Duration(h.GracePeriod)
 	c.RefreshTokenWarning = time.Duration(h.RefreshTokenWarning)
 	c.RequestTimeout = time.Duration(h.RequestTimeout)
+	c.MaxReplayBody = h.MaxReplayBody
 	c.RefreshWindow = h.RefreshWindow
 	c.MinBackoff = time.Duration(h.MinBackoff)
 	c.MaxBackoff = time.Duration(h.MaxBackoff)
@@ -611,7 +618,7 @@ func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) str
 	for _, v := range []string{
 		c.Provider.Name, c.TokenURL, c.ClientID, c.ClientSecret, strings.Join(c.Scopes, " "),
 		c.RequestTimeout.String(), strconv.FormatFloat(c.RefreshWindow, 'g', -1, 64),
-		c.MinBackoff.String(), c.MaxBackoff.String(),
+		c.MinBackoff.String(), c.MaxBackoff.String(), strconv.FormatInt(c.MaxReplayBody, 10),
 		c.Grant, c.AuthURL, c.RedirectURI, c.ConnectPath, c.CallbackPath, c.DisconnectPath,
 		strconv.FormatBool(c.DisablePKCE), c.ConnectedRedirect,
 		c.StateLifetime.String(), c.GracePeriod.String(), c.RefreshTokenWarning.String(),
@@ -635,23 +642,21 @@ func (h *Handler) Validate() error {
 // ServeHTTP sets the token on r and calls next, or answers with a JSON
 // error. With the authorization_code grant it serves the connect,
 // callback and disconnect endpoints itself.
+//
+// The next handler (reverse_proxy) runs through Gate.Serve: when the API
+// answers 401 invalid_token, that answer is held back before anything
+// reaches the client, the token version is invalidated, and the request
+// is replayed once with a new token (when its body can be replayed: none,
+// or at most max_replay_body bytes, buffered).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if !h.userGrant {
-		if err := h.gate.Authorize(r); err != nil {
-			middleware.WriteError(w, err)
+	var subject string
+	if h.userGrant {
+		subject = h.subject(r)
+		if h.gate.ServeFlow(w, r, subject) {
 			return nil
 		}
-		return next.ServeHTTP(w, r)
 	}
-	subject := h.subject(r)
-	if h.gate.ServeFlow(w, r, subject) {
-		return nil
-	}
-	if err := h.gate.AuthorizeSubject(r, subject); err != nil {
-		middleware.WriteError(w, err)
-		return nil
-	}
-	return next.ServeHTTP(w, r)
+	return h.gate.Serve(w, r, subject, next.ServeHTTP)
 }
 
 // subject resolves the user placeholder for r; "" (unauthenticated) when

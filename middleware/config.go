@@ -108,6 +108,12 @@ type Config struct {
 	// UserObserver receives the user-context events.
 	Observer Observer
 
+	// MaxReplayBody is the largest request body buffered in memory so that
+	// a request can be replayed after the API answered 401 invalid_token
+	// (bodies with GetBody, and requests without a body, are always
+	// replayable). Negative: buffer none. Default: 64 KiB.
+	MaxReplayBody int64
+
 	// Grant is GrantClientCredentials or GrantAuthorizationCode.
 	// Default: GrantClientCredentials.
 	Grant string
@@ -229,6 +235,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
+	}
+	if c.MaxReplayBody == 0 {
+		c.MaxReplayBody = DefaultMaxReplayBody
 	}
 	switch c.Grant {
 	case "":

@@ -247,6 +247,7 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 			return nil, err
 		}
 		g.u.failing.Delete(key)
+		g.u.unrevoke(key, 0)
 		return tok, g.u.l1.Set(ctx, key, tok)
 	})
 	if err != nil {

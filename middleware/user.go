@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,10 +32,12 @@ type users struct {
 	durable    tokenstore.Store
 	states     *stateStore
 	connectURL string
-	keyPrefix  string   // hashed with the subject into its store key
-	ahead      sync.Map // key → struct{}: a background refresh runs
-	failing    sync.Map // key → *slot: backoff state of subjects whose refresh failed
-	secure     bool     // cookies get Secure (the redirect URI is https)
+	keyPrefix  string       // hashed with the subject into its store key
+	ahead      sync.Map     // key → struct{}: a background refresh runs
+	revoked    sync.Map     // key → uint64: a version the API rejected (Invalidate)
+	nRevoked   atomic.Int64 // entries in revoked: the hot path looks only when there are any
+	failing    sync.Map     // key → *slot: backoff state of subjects whose refresh failed
+	secure     bool         // cookies get Secure (the redirect URI is https)
 }
 
 func newUsers(c Config) (*users, error) {
@@ -57,6 +60,36 @@ func newUsers(c Config) (*users, error) {
 		keyPrefix:  strings.Join([]string{"user", c.TokenURL, c.ClientID, ""}, "\x00"),
 		secure:     ru.Scheme == "https",
 	}, nil
+}
+
+// revoke marks version of key's set as rejected by the API.
+func (u *users) revoke(key string, version uint64) {
+	if _, loaded := u.revoked.Swap(key, version); !loaded {
+		u.nRevoked.Add(1)
+	}
+}
+
+// unrevoke forgets a rejected version once key has moved past it (version
+// 0: whatever it was).
+func (u *users) unrevoke(key string, version uint64) {
+	var gone bool
+	if version == 0 {
+		_, gone = u.revoked.LoadAndDelete(key)
+	} else {
+		gone = u.revoked.CompareAndDelete(key, version)
+	}
+	if gone {
+		u.nRevoked.Add(-1)
+	}
+}
+
+// isRevoked reports whether the API rejected this version of key's set.
+func (u *users) isRevoked(key string, version uint64) bool {
+	if u.nRevoked.Load() == 0 {
+		return false
+	}
+	v, ok := u.revoked.Load(key)
+	return ok && v.(uint64) == version
 }
 
 // source is where the truth about a subject's tokens is read.
@@ -146,7 +179,7 @@ func (g *Gate) userToken(ctx context.Context, subject string) (*tokenstore.Token
 	}
 	key := g.u.userKey(subject)
 	tok, err := g.u.l1.Get(ctx, key)
-	if err == nil {
+	if err == nil && !g.u.isRevoked(key, tok.Version) {
 		switch g.userPhase(tok, g.clock.Now()) {
 		case phaseFresh:
 			g.cacheLookup(true)
@@ -291,6 +324,9 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 	}
 	now := g.clock.Now()
 	phase := g.userPhase(cur, now)
+	if g.u.isRevoked(key, cur.Version) {
+		phase = phaseExpired // the API rejected it: refresh, however fresh it looks
+	}
 	if phase == phaseFresh {
 		g.cache(key, cur, log)
 		return cur, nil
@@ -347,6 +383,7 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 		return nil, f.unavailable(g.clock.Now(), err)
 	}
 	g.u.failing.Delete(key)
+	g.u.unrevoke(key, cur.Version)
 	// Rotation does not extend the refresh token's life: it counts from
 	// the authorization_code grant.
 	next.RefreshExpiry = cur.RefreshExpiry
@@ -457,6 +494,7 @@ func (g *Gate) cache(key string, tok *tokenstore.Token, log *zap.Logger) {
 func (g *Gate) forget(key string, log *zap.Logger, why string) {
 	g.deleteUser(key, log)
 	g.u.failing.Delete(key)
+	g.u.unrevoke(key, 0)
 	log.Warn("user tokens deleted; the user must connect again", zap.String("reason", why))
 	if o, ok := g.cfg.Observer.(UserObserver); ok {
 		o.Reauthorization()
@@ -518,6 +556,7 @@ func (g *Gate) Disconnect(ctx context.Context, subject string) error {
 		}
 		_ = g.u.l1.Delete(g.ctx, key)
 		g.u.failing.Delete(key)
+		g.u.unrevoke(key, 0)
 		return nil, err
 	})
 	if err != nil {

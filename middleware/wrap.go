@@ -13,31 +13,28 @@ var errClientGone = errors.New("middleware: caller's context ended while waiting
 // request, after dropping any Authorization header the client sent, and
 // calls next. When no valid token can be had it answers 503
 // token_unavailable (JSON, with Retry-After) and next is not called: a
-// request is never forwarded without a token.
+// request is never forwarded without a token. When next answers 401
+// invalid_token, the request is replayed once with a new token (see
+// Serve).
 //
 // With the authorization_code grant, Wrap also serves the connect,
 // callback and disconnect paths, and sets the token of the request's
 // subject (Config.Subject); a request without a subject, or whose subject
 // has no tokens, is answered 401 JSON with the connect URL.
 func (g *Gate) Wrap(next http.Handler) http.Handler {
+	serve := func(w http.ResponseWriter, r *http.Request) error {
+		next.ServeHTTP(w, r)
+		return nil
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var subject string
 		if g.u != nil {
-			subject := g.subject(r)
+			subject = g.subject(r)
 			if g.ServeFlow(w, r, subject) {
 				return
 			}
-			if err := g.AuthorizeSubject(r, subject); err != nil {
-				WriteError(w, err)
-				return
-			}
-			next.ServeHTTP(w, r)
-			return
 		}
-		if err := g.Authorize(r); err != nil {
-			WriteError(w, err)
-			return
-		}
-		next.ServeHTTP(w, r)
+		_ = g.Serve(w, r, subject, serve)
 	})
 }
 
@@ -88,19 +85,13 @@ type transport struct {
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	var header string
+	subject := ""
 	if t.g.u != nil {
-		tok, err := t.g.userToken(req.Context(), SubjectFrom(req.Context()))
-		if err != nil {
-			return nil, closeBody(req, err)
-		}
-		header = "Bearer " + tok.AccessToken
-	} else {
-		e, err := t.g.current(req.Context(), t.g.app)
-		if err != nil {
-			return nil, closeBody(req, err)
-		}
-		header = e.header
+		subject = SubjectFrom(req.Context())
+	}
+	header, version, err := t.g.credential(req.Context(), subject)
+	if err != nil {
+		return nil, closeBody(req, err)
 	}
 	// A shallow copy with a fresh header map is enough: only the
 	// Authorization entry differs, and no header value slice is written.
@@ -111,7 +102,35 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r2.Header[k] = v
 	}
 	r2.Header["Authorization"] = []string{header}
-	return t.base.RoundTrip(r2)
+	resp, err := t.base.RoundTrip(r2)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || !tokenRejected(resp.Header) {
+		return resp, err
+	}
+	// The API rejected the token: invalidate that version and, when the
+	// body can be sent again, replay once with a new token.
+	t.g.Invalidate(subject, version)
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		return resp, nil
+	}
+	header2, _, err := t.g.credential(req.Context(), subject)
+	if err != nil {
+		return resp, nil // the caller gets the API's 401
+	}
+	r3 := new(http.Request)
+	*r3 = *r2
+	r3.Header = r2.Header.Clone()
+	r3.Header["Authorization"] = []string{header2}
+	if req.GetBody != nil {
+		if r3.Body, err = req.GetBody(); err != nil {
+			return resp, nil
+		}
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
+	resp.Body.Close()
+	if o, ok := t.g.cfg.Observer.(ReplayObserver); ok {
+		o.Replay()
+	}
+	return t.base.RoundTrip(r3)
 }
 
 // closeBody closes req's body (RoundTrippers must, even on errors) and
