@@ -65,6 +65,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    state_lifetime        <duration>
 //	    grace_period          <duration>
 //	    refresh_token_warning <duration>
+//	    max_pending_states    <n>
+//	    max_callback_query    <size>
+//	    cache_size            <MB>
 //	}
 //
 // client_id and client_secret are required; with authorization_code, user
@@ -241,6 +244,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = one(&h.ConnectedRedirect)
 		case "state_lifetime":
 			err = duration(&h.StateLifetime)
+		case "max_pending_states", "max_callback_query", "cache_size":
+			dst := map[string]*int{"max_pending_states": &h.MaxPendingStates, "max_callback_query": &h.MaxCallbackQuery, "cache_size": &h.CacheSizeMB}[sub]
+			var v string
+			if err = one(&v); err == nil {
+				n, perr := strconv.Atoi(v)
+				if sub == "max_callback_query" {
+					var b uint64
+					b, perr = humanize.ParseBytes(v)
+					n = int(min(b, 1<<30))
+				}
+				if perr != nil || n <= 0 {
+					return d.Errf("oauth2_token: %s: %q is not a positive number", sub, v)
+				}
+				*dst = n
+			}
 		case "grace_period":
 			err = duration(&h.GracePeriod)
 		case "refresh_token_warning":

@@ -144,6 +144,19 @@ type Handler struct {
 	// callback. Default: 10m
 	StateLifetime caddy.Duration `json:"state_lifetime,omitempty"`
 
+	// How many connects may be in progress at once (held in memory, per
+	// token source); past it the oldest is dropped. Default: 10000
+	MaxPendingStates int `json:"max_pending_states,omitempty"`
+
+	// The longest callback query string, in bytes (each value at most a
+	// quarter of it); longer is refused with 400. Default: 8192
+	MaxCallbackQuery int `json:"max_callback_query,omitempty"`
+
+	// The memory, in MB, of the in-memory layer of user tokens in front of
+	// the store; past it the oldest sets are evicted and read again from
+	// the store (the source of truth). Default: 64
+	CacheSizeMB int `json:"cache_size_mb,omitempty"`
+
 	// How long after its first attempt a refresh that got no answer (a
 	// network error) is retried with the same refresh token; TaskNation
 	// accepts a rotated refresh token again for 60 seconds. Default: 60s
@@ -420,6 +433,8 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 			{"connect_path", h.ConnectPath != ""}, {"callback_path", h.CallbackPath != ""},
 			{"disconnect_path", h.DisconnectPath != ""}, {"pkce", h.DisablePKCE},
 			{"connected_redirect", h.ConnectedRedirect != ""}, {"state_lifetime", h.StateLifetime != 0},
+			{"max_pending_states", h.MaxPendingStates != 0}, {"max_callback_query", h.MaxCallbackQuery != 0},
+			{"cache_size", h.CacheSizeMB != 0},
 			{"grace_period", h.GracePeriod != 0}, {"refresh_token_warning", h.RefreshTokenWarning != 0},
 		} {
 			if f.set {
@@ -505,6 +520,9 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 	c.DisablePKCE = h.DisablePKCE
 	c.ConnectedRedirect = h.ConnectedRedirect
 	c.StateLifetime = time.Duration(h.StateLifetime)
+	c.MaxPendingStates = h.MaxPendingStates
+	c.MaxCallbackQuery = h.MaxCallbackQuery
+	c.CacheSizeMB = h.CacheSizeMB
 	c.GracePeriod = time.Duration(h.GracePeriod)
 	c.RefreshTokenWarning = time.Duration(h.RefreshTokenWarning)
 	c.RequestTimeout = time.Duration(h.RequestTimeout)
@@ -622,6 +640,7 @@ func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) str
 		c.Grant, c.AuthURL, c.RedirectURI, c.ConnectPath, c.CallbackPath, c.DisconnectPath,
 		strconv.FormatBool(c.DisablePKCE), c.ConnectedRedirect,
 		c.StateLifetime.String(), c.GracePeriod.String(), c.RefreshTokenWarning.String(),
+		strconv.Itoa(c.MaxPendingStates), strconv.Itoa(c.MaxCallbackQuery), strconv.Itoa(c.CacheSizeMB),
 		spec.kind, spec.dir, where, string(spec.key),
 		spec.redis.addr, strconv.Itoa(spec.redis.db), spec.redis.username, spec.redis.password,
 		strconv.FormatBool(spec.redis.tls), spec.redis.namespace,

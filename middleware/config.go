@@ -34,6 +34,7 @@ const (
 	DefaultGracePeriod          = 60 * time.Second // TaskNation's refresh-token grace period
 	DefaultMaxPendingStates     = 10000
 	DefaultCacheSizeMB          = 64
+	DefaultMaxCallbackQuery     = 8 << 10
 )
 
 // Grant types a Gate runs.
@@ -163,6 +164,10 @@ type Config struct {
 	// no answer (a network error) is retried with the same refresh token.
 	// Default: 60s (TaskNation's grace period).
 	GracePeriod time.Duration
+	// MaxCallbackQuery caps the callback's query string, in bytes; a
+	// longer one is refused (400 invalid_request) before it is parsed.
+	// Each value is also capped at a quarter of it. Default: 8 KiB.
+	MaxCallbackQuery int
 	// CacheSizeMB caps the in-memory (bigcache) layer of user tokens;
 	// past it the oldest entries are evicted and read again from Store.
 	// Default: 64.
@@ -333,8 +338,14 @@ func (c *Config) userDefaults() error {
 	if c.CacheSizeMB == 0 {
 		c.CacheSizeMB = DefaultCacheSizeMB
 	}
-	if c.MaxPendingStates < 0 || c.CacheSizeMB < 0 {
-		return errors.New("middleware: max_pending_states and cache_size_mb must be positive")
+	if c.MaxCallbackQuery == 0 {
+		c.MaxCallbackQuery = DefaultMaxCallbackQuery
+	}
+	if c.MaxPendingStates < 0 || c.CacheSizeMB < 0 || c.MaxCallbackQuery < 0 {
+		return errors.New("middleware: max_pending_states, cache_size and max_callback_query must be positive")
+	}
+	if c.MaxCallbackQuery < 1024 {
+		return fmt.Errorf("middleware: max_callback_query %d is too small for a callback (want at least 1024 bytes)", c.MaxCallbackQuery)
 	}
 	return nil
 }

@@ -26,12 +26,8 @@ import (
 //	                       code, stores the tokens, ends on a page or a redirect
 //	POST DisconnectPath  → deletes the subject's tokens
 //
-// Limits on what a callback may carry: the whole query, and each value.
-const (
-	maxCallbackQuery = 8 << 10
-	maxCallbackValue = 2 << 10
-	stateCookie      = "tokengate_state"
-)
+// stateCookie binds a connect's state to the browser that started it.
+const stateCookie = "tokengate_state"
 
 // pendingState is a connect waiting for its callback.
 type pendingState struct {
@@ -172,7 +168,7 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 		g.logger().Info("connect callback refused", zap.String("error", code), zap.String("reason", desc))
 		g.flowError(w, r, status, code, desc)
 	}
-	if len(r.URL.RawQuery) > maxCallbackQuery {
+	if len(r.URL.RawQuery) > g.cfg.MaxCallbackQuery {
 		fail(http.StatusBadRequest, "invalid_request", "the callback's query is too long")
 		return
 	}
@@ -182,7 +178,7 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 			fail(http.StatusBadRequest, "invalid_request", "the callback repeats a parameter")
 			return
 		}
-		if len(k) > 64 || len(vs[0]) > maxCallbackValue {
+		if len(k) > 64 || len(vs[0]) > g.cfg.MaxCallbackQuery/4 {
 			fail(http.StatusBadRequest, "invalid_request", "a callback parameter is too long")
 			return
 		}
