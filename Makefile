@@ -14,7 +14,7 @@ CADDY_VERSION   = $(shell awk '$$1 == "github.com/caddyserver/caddy/v2" { print 
 # What the module compiles from: a change to any of these rebuilds ./caddy.
 CADDY_SRC      := go.mod go.sum $(shell find caddymodule middleware tokenstore -name '*.go' ! -name '*_test.go' 2>/dev/null)
 
-.PHONY: all test deps browser-deps redis-deps vet race demo demo-standalone bench bench-e2e caddy-check lint fmt help
+.PHONY: all test deps browser-deps redis-deps vet race demo demo-standalone bench bench-e2e caddy-check fuzz lint fmt help
 
 all: test
 
@@ -28,6 +28,7 @@ help:
 	@echo "make caddy-check     ./caddy lists http.handlers.oauth2_token; the example Caddyfiles adapt and validate"
 	@echo "make bench           benchmarks with -benchmem -count $(COUNT), summarized by benchstat against the baseline of the same run"
 	@echo "make bench-e2e       wrk through ./caddy: oauth2_token vs a static Authorization header, same upstream (~2 min)"
+	@echo "make fuzz            every fuzz target for FUZZTIME each (default $(FUZZTIME)), one after another, with its execs/s; new crashers land in testdata/fuzz"
 	@echo "make lint            gofmt check + go vet"
 
 deps:
@@ -73,6 +74,51 @@ test: vet browser-deps redis-deps
 	@# Every benchmark once, for the counts they assert (herd, backoff).
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./middleware/ ./tokenstore/
 	$(MAKE) caddy-check
+
+# Fuzzing: go test runs one -fuzz target per invocation, so each runs on
+# its own for FUZZTIME; the regular test run replays the seeds under each
+# package's testdata/fuzz. A failing input is written there too: keep it
+# as a seed once fixed. The summary gives each target's average rate from
+# the end of its baseline coverage run (the last "execs: N (X/sec)" line
+# of go test covers only the final interval). FUZZ_TMPDIR holds the files
+# FuzzFileGet writes (tmpfs when there is one: an expired record costs an
+# fsync); FUZZMINIMIZETIME bounds the minimization of each new input,
+# which stalls fuzzing while it runs.
+FUZZTIME         ?= 60s
+FUZZMINIMIZETIME ?= 10s
+FUZZ_TMPDIR      ?= $(shell [ -d /dev/shm ] && [ -w /dev/shm ] && echo /dev/shm)
+FUZZ_TARGETS     := \
+	./middleware:FuzzTokenResponse \
+	./tokenstore:FuzzUnmarshalBinary \
+	./tokenstore:FuzzFileRecord \
+	./tokenstore:FuzzSealedOpen \
+	./tokenstore:FuzzMemoryGet \
+	./tokenstore:FuzzFileGet \
+	./caddymodule:FuzzCaddyfile
+
+# The average rate of a go test -fuzz log; elapsed is a Go duration (1m0s).
+FUZZ_RATE_AWK = \
+	function secs(d, t) { t = 0; \
+		if (match(d, /[0-9]+h/)) t += substr(d, RSTART, RLENGTH - 1) * 3600; \
+		if (match(d, /[0-9]+m/)) t += substr(d, RSTART, RLENGTH - 1) * 60; \
+		if (match(d, /[0-9]+s/)) t += substr(d, RSTART, RLENGTH - 1); return t } \
+	/now fuzzing/ { s = secs($$3) } \
+	/^fuzz: elapsed: .*execs: / { e = secs($$3); n = $$5 + 0 } \
+	END { if (e > s) printf "%d execs in %ds: %d execs/s", n, e - s, n / (e - s) }
+
+fuzz: deps
+	@log=$$(mktemp); rc=$$(mktemp); trap 'rm -f "$$log" "$$rc"' EXIT; summary=; failed=; \
+	for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg/, $(FUZZTIME))"; \
+		{ $(if $(FUZZ_TMPDIR),TMPDIR=$(FUZZ_TMPDIR)) $(GO) test -run '^$$' -fuzz "^$$name\$$" \
+			-fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg/ 2>&1; echo $$? >"$$rc"; } | tee "$$log"; \
+		rate=$$(awk '$(FUZZ_RATE_AWK)' "$$log"); \
+		if [ "$$(cat "$$rc")" != 0 ]; then failed="$$failed $$name"; rate="FAILED $$rate"; fi; \
+		summary="$$summary$$(printf '%-22s %s' "$$name" "$$rate")\n"; \
+	done; \
+	echo; echo "== fuzz: $(FUZZTIME) per target"; printf "$$summary"; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (inputs in <pkg>/testdata/fuzz/<target>/)"; exit 1; fi
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

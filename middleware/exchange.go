@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"mime"
 	"net/http"
@@ -228,13 +229,19 @@ func (x *exchanger) validate(grant string, tok *oauth2.Token, sent time.Time, re
 	if err != nil {
 		return nil, bad("%v", err)
 	}
-	lifetime := time.Duration(secs * float64(time.Second))
-	if secs <= 0 {
+	// Checked in seconds, before the conversion: a Duration overflows
+	// past 292 years, and a float64 conversion out of range is anything.
+	switch {
+	case math.IsNaN(secs):
+		return nil, bad("expires_in is not a number")
+	case secs <= 0:
 		return nil, bad("expires_in %v is not positive", secs)
-	}
-	if lifetime > maxLifetime {
+	case secs > maxLifetime.Seconds():
 		return nil, bad("expires_in %v is more than a year", secs)
+	case secs < 1: // expired on arrival
+		return nil, bad("expires_in %v is less than a second", secs)
 	}
+	lifetime := time.Duration(secs * float64(time.Second))
 	scopes := requested
 	if s, ok := tok.Extra("scope").(string); ok && s != "" {
 		scopes = strings.Fields(s)
@@ -256,7 +263,9 @@ func expiresIn(v any) (float64, error) {
 		return 0, errors.New("no expires_in in the answer")
 	case float64:
 		return v, nil
-	case string: // form-encoded answers
+	case int64: // form-encoded answers: Token.Extra parses whole numbers
+		return float64(v), nil
+	case string: // form-encoded answers that Token.Extra did not parse
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
 			return 0, fmt.Errorf("expires_in %q is not a number", truncate(v, 20))
@@ -294,9 +303,11 @@ func classify(grant string, ctx context.Context, err error) error {
 		e.Kind = "network"
 		e.Err = ue.Err
 	case strings.HasPrefix(err.Error(), "oauth2: cannot parse"), strings.HasPrefix(err.Error(), "oauth2: server response missing"):
-		// x/oauth2's own parse errors: their text holds no body.
+		// x/oauth2's own parse errors. Their detail may quote a value of
+		// the body (encoding/json and strconv quote the literal they could
+		// not read): keep the words, not the value.
 		e.Kind = "invalid_response"
-		e.Err = errors.New(strings.TrimPrefix(err.Error(), "oauth2: "))
+		e.Err = errors.New(elideQuoted(strings.TrimPrefix(err.Error(), "oauth2: ")))
 	default:
 		e.Kind = "network"
 		e.Err = err
@@ -312,6 +323,30 @@ func bodyError(err error) error {
 		}
 	}
 	return nil
+}
+
+// elideQuoted replaces each double-quoted string in s longer than 20
+// bytes with "…", and everything from a quote that does not close.
+func elideQuoted(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(s, '"')
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i])
+		q, err := strconv.QuotedPrefix(s[i:])
+		if err != nil {
+			b.WriteString(`"…`)
+			return b.String()
+		}
+		s = s[i+len(q):]
+		if len(q) > 22 {
+			q = `"…"`
+		}
+		b.WriteString(q)
+	}
 }
 
 func truncate(s string, n int) string {

@@ -115,10 +115,11 @@ func parse(b []byte) (record, error) {
 	return r, nil
 }
 
-// usable is Token.Usable on the raw record.
+// usable is Token.Usable on the raw record: an access token counts only
+// when there is one.
 func (r *record) usable(now time.Time) bool {
 	ns := now.UnixNano()
-	if r.expiry != 0 && ns < r.expiry {
+	if r.lens[0] > 0 && r.expiry != 0 && ns < r.expiry {
 		return true
 	}
 	return r.lens[2] > 0 && (r.refreshExpiry == 0 || ns < r.refreshExpiry)
