@@ -218,6 +218,11 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 		fail(http.StatusBadRequest, "invalid_request", "the callback has neither a code nor an error")
 		return
 	}
+	if strings.ContainsFunc(code, func(c rune) bool { return c < 0x21 || c == 0x7f }) {
+		// RFC 6749 codes are visible ASCII: this is not one of TaskNation's.
+		fail(http.StatusBadRequest, "invalid_request", "the code has characters no authorization code has")
+		return
+	}
 	// The code is single use: finish the exchange even if the browser
 	// goes away.
 	ctx := context.WithoutCancel(r.Context())

@@ -270,11 +270,18 @@ func (g *Gate) refresh(s *slot) (val any, err error) {
 		s.failed(g, g.clock.Now(), err)
 		return nil, err
 	}
+	e := g.newEntry(tok)
+	if !g.clock.Now().Before(e.expireAt) {
+		// Clock skew, or a lifetime shorter than the time on the wire:
+		// using it would only earn a 401 and another request at once.
+		err := errExpiredOnArrival(tok)
+		s.failed(g, g.clock.Now(), err)
+		return nil, err
+	}
 	s.succeeded()
 	if err := g.store.Set(g.ctx, s.key, tok); err != nil {
 		g.logger().Warn("token store write failed", zap.Error(err))
 	}
-	e := g.newEntry(tok)
 	g.install(s, e)
 	g.logger().Info("token obtained",
 		zap.String("grant", "client_credentials"),
@@ -284,9 +291,16 @@ func (g *Gate) refresh(s *slot) (val any, err error) {
 	return e, nil
 }
 
+// errExpiredOnArrival is a token that was no longer usable when its answer
+// arrived.
+func errExpiredOnArrival(tok *tokenstore.Token) error {
+	return &EndpointError{Grant: "", Kind: "invalid_response", Status: 200,
+		Err: fmt.Errorf("the token had expired on arrival (lifetime %v; clock skew or a slow answer)", tok.Lifetime().Round(time.Millisecond))}
+}
+
 // newEntry computes when tok must be refreshed and when it stops being used.
 func (g *Gate) newEntry(tok *tokenstore.Token) *entry {
-	life := tok.Lifetime()
+	life := max(tok.Lifetime(), 0) // a damaged stored record may claim less
 	expireAt := tok.Expiry.Add(-min(g.cfg.ExpiryLeeway, life/10))
 	window := time.Duration(float64(life) * g.cfg.RefreshWindow)
 	jitter := time.Duration(rand.Int64N(int64(window/4) + 1))

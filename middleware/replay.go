@@ -85,6 +85,7 @@ func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, nex
 		WriteError(w, err)
 		return nil
 	}
+	dropOddAuthorization(r.Header)
 	replayable := g.prepareReplay(r)
 	rw := holdPool.Get().(*holdWriter)
 	rw.reset(w, replayable)
@@ -241,4 +242,15 @@ func tokenRejected(h http.Header) bool {
 		}
 	}
 	return true
+}
+
+// dropOddAuthorization deletes Authorization keys that are not in
+// canonical form ("authorization"), which only hand-built header maps
+// have: the canonical one is replaced by the caller.
+func dropOddAuthorization(h http.Header) {
+	for k := range h {
+		if len(k) == len("Authorization") && k != "Authorization" && strings.EqualFold(k, "Authorization") {
+			delete(h, k)
+		}
+	}
 }

@@ -210,7 +210,7 @@ func (g *Gate) cacheLookup(hit bool) {
 // refresh point has a jitter drawn from the token's version, so it is
 // stable for one token and spread across subjects.
 func (g *Gate) userPhase(tok *tokenstore.Token, now time.Time) int32 {
-	life := tok.Lifetime()
+	life := max(tok.Lifetime(), 0) // a damaged stored record may claim less
 	if !now.Before(tok.Expiry.Add(-min(g.cfg.ExpiryLeeway, life/10))) {
 		return phaseExpired
 	}
@@ -361,13 +361,15 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 			}
 		}
 	}
-	f := g.failingSlot(key)
-	if now.UnixNano() < f.retryAt.Load() {
+	if f, ok := g.u.failing.Load(key); ok && now.UnixNano() < f.(*slot).retryAt.Load() {
 		if v := stillValid(); v != nil {
 			return v, nil
 		}
-		return nil, f.unavailable(now, nil)
+		return nil, f.(*slot).unavailable(now, nil)
 	}
+	// The backoff state is made only for a subject whose refresh fails:
+	// a million healthy users cost nothing here.
+	f := g.failingSlot
 
 	next, err := g.redeem(ctx, cur.RefreshToken, log)
 	if err != nil {
@@ -376,13 +378,13 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 			g.forget(key, log, "the authorization server refused the refresh token (invalid_grant)")
 			return nil, g.userError(CodeReauthorizationRequired, "TaskNation refused the refresh token: connect again")
 		}
-		f.failed(g, g.clock.Now(), err)
+		fs := f(key)
+		fs.failed(g, g.clock.Now(), err)
 		if v := stillValid(); v != nil {
 			return v, nil
 		}
-		return nil, f.unavailable(g.clock.Now(), err)
+		return nil, fs.unavailable(g.clock.Now(), err)
 	}
-	g.u.failing.Delete(key)
 	g.u.unrevoke(key, cur.Version)
 	// Rotation does not extend the refresh token's life: it counts from
 	// the authorization_code grant.
@@ -407,6 +409,16 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 		log.Error("token store write failed after a rotation; the new token set is held in memory only", zap.Error(err))
 	}
 	g.cache(key, next, log)
+	if g.userPhase(next, g.clock.Now()) == phaseExpired {
+		// Stored all the same: its refresh token is the live one. But its
+		// access token is of no use, and asking again at once would only
+		// hammer the endpoint.
+		err := errExpiredOnArrival(next)
+		fs := f(key)
+		fs.failed(g, g.clock.Now(), err)
+		return nil, fs.unavailable(g.clock.Now(), err)
+	}
+	g.u.failing.Delete(key)
 	log.Info("user token refreshed", zap.Duration("lifetime", next.Lifetime()), zap.Uint64("version", next.Version))
 	return next, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 )
 
 // errClientGone marks a caller whose context ended while it waited.
@@ -99,6 +100,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	*r2 = *req
 	r2.Header = make(http.Header, len(req.Header)+1)
 	for k, v := range req.Header {
+		if len(k) == len("Authorization") && strings.EqualFold(k, "Authorization") {
+			continue // also a hand-built map's non-canonical key
+		}
 		r2.Header[k] = v
 	}
 	r2.Header["Authorization"] = []string{header}
