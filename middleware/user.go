@@ -385,7 +385,6 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 		}
 		return nil, fs.unavailable(g.clock.Now(), err)
 	}
-	g.u.unrevoke(key, cur.Version)
 	// Rotation does not extend the refresh token's life: it counts from
 	// the authorization_code grant.
 	next.RefreshExpiry = cur.RefreshExpiry
@@ -398,6 +397,7 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 		if newer, gerr := g.u.durable.Get(ctx, key); gerr == nil {
 			log.Warn("another instance refreshed this subject while our lease had lapsed; using its token set")
 			g.cache(key, newer, log)
+			g.u.unrevoke(key, cur.Version)
 			return newer, nil
 		}
 		err = g.persist(ctx, key, next) // the newer set is gone again: ours is the live one
@@ -409,6 +409,10 @@ func (g *Gate) refreshUser(key string) (val any, err error) {
 		log.Error("token store write failed after a rotation; the new token set is held in memory only", zap.Error(err))
 	}
 	g.cache(key, next, log)
+	// Only now that the cache holds the new set: a replay that checked
+	// the rejected version before this point reads the new set, or joins
+	// this flight.
+	g.u.unrevoke(key, cur.Version)
 	if g.userPhase(next, g.clock.Now()) == phaseExpired {
 		// Stored all the same: its refresh token is the live one. But its
 		// access token is of no use, and asking again at once would only
