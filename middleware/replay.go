@@ -85,9 +85,7 @@ func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, nex
 		WriteError(w, err)
 		return nil
 	}
-	if r.RequestURI == "" { // hand-built, not parsed by a server: keys may be in any case
-		dropOddAuthorization(r.Header)
-	}
+	dropOddAuthorization(r.Header) // a hand-built map's keys may be in any case
 	replayable := g.prepareReplay(r)
 	rw := holdPool.Get().(*holdWriter)
 	rw.reset(w, replayable)
