@@ -148,19 +148,7 @@ func TestUserContext_RedisStore(t *testing.T) {
 
 	// A new Caddy on the same Redis. The changed request_timeout makes it
 	// a token source of its own: only Redis can serve alice.
-	if err := caddy.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	second := opts
-	second.extra += "\t\trequest_timeout 9s\n"
-	s.start(second)
-	alice.mustCallAPIAs(t, "tn-alice")
-	if n := s.fake.TokenRequests(tasknationtest.GrantAuthorizationCode); n != 1 {
-		t.Errorf("code exchanges after the restart = %d, want still 1: alice did not have to connect again", n)
-	}
-	if n := s.fake.TokenRequests(tasknationtest.GrantRefreshToken); n != 0 {
-		t.Errorf("refreshes after the restart = %d, want 0: her access token is still valid", n)
-	}
+	s.restartServes(t, opts, alice)
 	bob.mustBeRefused(t, http.StatusUnauthorized, "not_connected")
 
 	// Redis goes down.

@@ -477,19 +477,7 @@ func TestUserContext_RestartWithCaddyStorage(t *testing.T) {
 	// A restart: a new Caddy, the same storage and key. The changed
 	// request_timeout makes it a token source of its own, so that nothing
 	// in memory can serve alice: only the storage.
-	if err := caddy.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	restarted := sealed
-	restarted.extra += "\t\trequest_timeout 9s\n"
-	s.start(restarted)
-	alice.mustCallAPIAs(t, "tn-alice")
-	if n := s.fake.TokenRequests(tasknationtest.GrantAuthorizationCode); n != 1 {
-		t.Errorf("code exchanges after the restart = %d, want still 1: alice did not have to connect again", n)
-	}
-	if n := s.fake.TokenRequests(tasknationtest.GrantRefreshToken); n != 0 {
-		t.Errorf("refreshes after the restart = %d, want 0: her access token is still valid", n)
-	}
+	s.restartServes(t, sealed, alice)
 	bob.mustBeRefused(t, http.StatusUnauthorized, "not_connected")
 
 	// Another key: the stored set does not open, and is not used.
@@ -564,5 +552,25 @@ func TestUserContext_ReloadKeepsConnectInProgress(t *testing.T) {
 	alice.mustCallAPIAs(t, "tn-alice")
 	if files := s.tokenFiles(t); len(files) != 1 {
 		t.Errorf("Caddy's storage holds %d token sets, want alice's", len(files))
+	}
+}
+
+// restartServes stops Caddy and starts a new one with o plus a changed
+// request_timeout, which makes it a token source of its own so that
+// nothing in memory can serve alice, only the store; alice must be served
+// without connecting again and without a refresh.
+func (s *userSite) restartServes(t *testing.T, o userOptions, alice *siteUser) {
+	t.Helper()
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	o.extra += "\t\trequest_timeout 9s\n"
+	s.start(o)
+	alice.mustCallAPIAs(t, "tn-alice")
+	if n := s.fake.TokenRequests(tasknationtest.GrantAuthorizationCode); n != 1 {
+		t.Errorf("code exchanges after the restart = %d, want still 1: alice did not have to connect again", n)
+	}
+	if n := s.fake.TokenRequests(tasknationtest.GrantRefreshToken); n != 0 {
+		t.Errorf("refreshes after the restart = %d, want 0: her access token is still valid", n)
 	}
 }
