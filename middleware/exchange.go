@@ -42,6 +42,8 @@ type EndpointError struct {
 	Code, Description string
 	// Err is the cause, when there is one.
 	Err error
+	// RetryAfter is the server's Retry-After, when it sent one.
+	RetryAfter time.Duration
 }
 
 func (e *EndpointError) Error() string {

@@ -37,16 +37,20 @@ import (
 // step is served (200 from the API) for exactly one more token request.
 //
 // Backoff runs on the fake clock, so its steps are exact: MinBackoff 1s,
-// MaxBackoff 8s, and equal jitter, so the step after the n-th failure
-// lasts between half and all of min(1s<<(n-1), 8s). An outage is driven
-// for fmSteps steps, fmPerInstant requests at each of three instants of
-// a step (its start, a quarter in, just before its shortest possible
-// end): the endpoint must see exactly one request per step, however many
-// requests the clients send (no storm). With the user grant, a fault that
-// gets no HTTP answer (timeout, reset, refused, unresolvable) makes the
-// refresh retry with the same refresh token inside the 60-s grace period
-// (DESIGN.md): one request per retry timer, which the test fires as soon
-// as it is due.
+// MaxBackoff 8s. While the client holds no valid token (every request is
+// refused), the step after a failure lasts between 2 and 2.5 times
+// MinBackoff, whatever the number of failures: the endpoint sees at most
+// one request per 2s, and service resumes within 2.5s of the endpoint's
+// recovery however long the outage lasted (review defect 10: with an
+// exponential step, recovery after a 15-s outage waited up to 8s more).
+// An outage is driven for fmSteps steps, fmPerInstant requests at each of
+// three instants of a step (its start, half-way to its shortest possible
+// end, just before that end): the endpoint must see exactly one request
+// per step, however many requests the clients send (no storm). With the
+// user grant, a fault that gets no HTTP answer (timeout, reset, refused,
+// unresolvable) makes the refresh retry with the same refresh token
+// inside the 60-s grace period (DESIGN.md): one request per retry timer,
+// which the test fires as soon as it is due.
 //
 // "Token requests" are counted where tokengate sends them (fmLink, its
 // HTTP client's transport), so that requests that never reach the fake
@@ -55,7 +59,10 @@ import (
 const (
 	fmMinBackoff = time.Second
 	fmMaxBackoff = 8 * time.Second
-	fmSteps      = 5  // backoff steps driven in an outage: caps 1, 2, 4, 8, 8 s
+	fmSteps      = 5 // backoff steps driven in an outage
+	// An outage step (no valid token held) lasts fmStepMin to fmStepMax.
+	fmStepMin    = 2 * fmMinBackoff
+	fmStepMax    = fmStepMin + fmStepMin/4
 	fmPerInstant = 10 // requests at each of three instants of a step
 )
 
@@ -532,9 +539,9 @@ func (h *fmHarness) steppedOutage(v *verdict, row faultRow) time.Duration {
 	v.t.Helper()
 	start := h.attempts()
 	for step := 1; step <= fmSteps; step++ {
-		d := min(fmMinBackoff<<(step-1), fmMaxBackoff) // this step lasts d/2 to d
+		d := fmStepMax // this step lasts fmStepMin to fmStepMax
 		at, wrong, example := time.Duration(0), 0, ""
-		for _, next := range []time.Duration{0, d / 4, d/2 - time.Millisecond} {
+		for _, next := range []time.Duration{0, fmStepMin / 2, fmStepMin - time.Millisecond} {
 			h.clock.Advance(next - at)
 			at = next
 			for i := range fmPerInstant {
@@ -568,7 +575,7 @@ func (h *fmHarness) steppedOutage(v *verdict, row faultRow) time.Duration {
 // with the same refresh token after each backoff timer until the grace
 // period ends, and then all get sees. The next fmPerInstant requests get
 // sees at once, for no token request: the subject's first backoff step.
-// It returns that step's cap.
+// It returns that step's cap (an outage step: no valid token is held).
 func (h *fmHarness) graceOutage(v *verdict, row faultRow) time.Duration {
 	v.t.Helper()
 	before, fired, began := h.attempts(), h.clock.fired.Load(), h.clock.Now()
@@ -595,7 +602,7 @@ func (h *fmHarness) graceOutage(v *verdict, row faultRow) time.Duration {
 	if n := h.attempts() - after; n != 0 {
 		v.errorf("%d token requests in the subject's first backoff step, want 0", n)
 	}
-	return fmMinBackoff
+	return fmStepMax
 }
 
 // graceAttemptsBound is the most token requests one refresh can make when
@@ -732,6 +739,7 @@ func fmShortLifetime(t *testing.T, h *fmHarness, v *verdict) {
 func fmRevoked(t *testing.T, h *fmHarness, v *verdict) {
 	h.served(v, h.do(), "before the revocation")
 	old := h.token()
+	h.clock.Advance(10 * time.Minute) // mid-life: a token seconds old is not replaced
 	h.srv.Revoke(old)
 	tokens, api := h.attempts(), h.srv.APIRequests()
 	h.served(v, h.do(), "the request after the revocation")

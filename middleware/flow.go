@@ -102,7 +102,7 @@ func randomState() string {
 // Wrap calls it; a server that is not built on http.Handler (the Caddy
 // module) calls it itself before AuthorizeSubject.
 func (g *Gate) ServeFlow(w http.ResponseWriter, r *http.Request, subject string) bool {
-	if g.u == nil {
+	if g.users == nil {
 		return false
 	}
 	switch r.URL.Path {
@@ -135,26 +135,26 @@ func (g *Gate) connect(w http.ResponseWriter, r *http.Request, subject string) {
 		return
 	}
 	state := randomState()
-	p := &pendingState{subjectKey: g.u.userKey(subject), expires: g.clock.Now().Add(g.cfg.StateLifetime)}
+	p := &pendingState{subjectKey: g.users.subjectKey(subject), expires: g.clock.Now().Add(g.cfg.StateLifetime)}
 	var opts []oauth2.AuthCodeOption
 	if !g.cfg.DisablePKCE {
 		p.verifier = oauth2.GenerateVerifier()
 		opts = append(opts, oauth2.S256ChallengeOption(p.verifier))
 	}
-	g.u.states.put(state, p)
+	g.users.states.put(state, p)
 	http.SetCookie(w, &http.Cookie{
 		Name:     stateCookie,
 		Value:    state,
 		Path:     g.cfg.CallbackPath,
 		MaxAge:   int(g.cfg.StateLifetime / time.Second),
 		HttpOnly: true,
-		Secure:   g.u.secure,
+		Secure:   g.users.secure,
 		SameSite: http.SameSiteLaxMode, // sent on the authorization server's top-level redirect back
 	})
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	g.connectEvent("started")
-	http.Redirect(w, r, g.x.oc.AuthCodeURL(state, opts...), http.StatusFound)
+	http.Redirect(w, r, g.endpoint.oc.AuthCodeURL(state, opts...), http.StatusFound)
 }
 
 func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) {
@@ -197,14 +197,14 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 		fail(http.StatusBadRequest, "invalid_state", "the state was not issued to this browser: connect again (cookies must be enabled)")
 		return
 	}
-	p, why := g.u.states.take(state, g.u.userKey(subject), g.clock.Now())
+	p, why := g.users.states.take(state, g.users.subjectKey(subject), g.clock.Now())
 	if p == nil {
 		fail(http.StatusBadRequest, "invalid_state", why)
 		return
 	}
 	// The state is spent: clear its cookie whatever happens next.
 	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: g.cfg.CallbackPath, MaxAge: -1,
-		HttpOnly: true, Secure: g.u.secure, SameSite: http.SameSiteLaxMode})
+		HttpOnly: true, Secure: g.users.secure, SameSite: http.SameSiteLaxMode})
 	if e := q.Get("error"); e != "" {
 		code := "authorization_failed"
 		if isErrorCode(e) {
@@ -226,7 +226,7 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 	// The code is single use: finish the exchange even if the browser
 	// goes away.
 	ctx := context.WithoutCancel(r.Context())
-	tok, err := g.x.exchange(ctx, code, p.verifier)
+	tok, err := g.endpoint.exchange(ctx, code, p.verifier)
 	if err != nil {
 		var ee *EndpointError
 		if errors.As(err, &ee) && ee.Kind == "rejected" && ee.Code == "invalid_grant" {
@@ -243,15 +243,8 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 		tok.RefreshExpiry = tok.ObtainedAt.Add(g.cfg.RefreshTokenLifetime)
 	}
 	key := p.subjectKey
-	err = g.exclusive(ctx, key, func() (any, error) {
-		if err := g.persist(ctx, key, tok); err != nil {
-			return nil, err
-		}
-		g.u.failing.Delete(key)
-		g.u.unrevoke(key, 0)
-		return tok, g.u.l1.Set(ctx, key, tok)
-	})
-	if err != nil {
+	tok.Version = newLineage()
+	if err = g.users.store(ctx, key, tok); err != nil {
 		g.logger().Error("storing the new user tokens failed", zap.Error(err))
 		fail(http.StatusServiceUnavailable, "store_failed", "the tokens could not be stored: connect again")
 		return
@@ -289,7 +282,7 @@ func (g *Gate) disconnect(w http.ResponseWriter, r *http.Request, subject string
 		g.flowError(w, r, http.StatusServiceUnavailable, "store_failed", "the tokens could not be deleted")
 		return
 	}
-	g.logger().Info("user disconnected", zap.String("subject_key", g.u.userKey(subject)))
+	g.logger().Info("user disconnected", zap.String("subject_key", g.users.subjectKey(subject)))
 	g.flowPage(w, r, http.StatusOK, flowPage{Title: "TaskNation account disconnected",
 		Message: "Your TaskNation account is disconnected."}, map[string]any{"status": "disconnected"})
 }
@@ -352,7 +345,7 @@ func (g *Gate) flowError(w http.ResponseWriter, r *http.Request, status int, cod
 	// The callback's URL holds the code and state: a link followed from
 	// its page must not send them on as Referer.
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	connect := g.u.connectURL
+	connect := g.users.connectURL
 	if !wantsHTML(r) {
 		writeJSONError(w, status, errorBody{Error: code, Description: desc, ConnectURL: connect})
 		return

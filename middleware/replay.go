@@ -2,14 +2,10 @@ package middleware
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
-	"time"
-
-	"go.uber.org/zap"
 )
 
 // An access token can die before its expiry (revoked, the user's password
@@ -31,98 +27,6 @@ type ReplayObserver interface {
 	// Replay reports a request replayed with a new token after the
 	// upstream answered 401 invalid_token.
 	Replay()
-}
-
-// Invalidate marks the token of subject ("" for the application token)
-// whose Version is version as unusable, so that the next request gets a
-// new one. A newer token (another version) is left alone.
-func (g *Gate) Invalidate(subject string, version uint64) {
-	if g.u == nil {
-		if e := g.app.cur.Load(); e != nil && e.tok.Version == version {
-			e.phase.Store(phaseExpired)
-		}
-		return
-	}
-	if subject == "" {
-		return
-	}
-	g.u.revoke(g.u.userKey(subject), version)
-}
-
-// credential is the Authorization value for a request of subject and the
-// version of the token in it.
-func (g *Gate) credential(ctx context.Context, subject string) (string, uint64, error) {
-	if g.u != nil {
-		tok, err := g.UserToken(ctx, subject)
-		if err != nil {
-			return "", 0, err
-		}
-		return "Bearer " + tok.AccessToken, tok.Version, nil
-	}
-	e, err := g.current(ctx, g.app)
-	if err != nil {
-		if o := g.cfg.Observer; o != nil {
-			o.Refused()
-		}
-		return "", 0, err
-	}
-	return e.header, e.tok.Version, nil
-}
-
-// Serve sets the token of subject ("" with client_credentials) on r,
-// calls next, and replays r once with a new token when next answers 401
-// invalid_token (see Invalidate). Without a token it answers with
-// WriteError and does not call next. It is what Wrap runs, for servers
-// whose handlers return errors (the Caddy module); next's error is
-// returned as is.
-func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, next func(http.ResponseWriter, *http.Request) error) error {
-	if r.Header == nil { // hand-built requests
-		r.Header = make(http.Header, 1)
-	}
-	header, version, err := g.credential(r.Context(), subject)
-	if err != nil {
-		delete(r.Header, "Authorization")
-		WriteError(w, err)
-		return nil
-	}
-	dropOddAuthorization(r.Header) // a hand-built map's keys may be in any case
-	replayable := g.prepareReplay(r)
-	rw := holdPool.Get().(*holdWriter)
-	rw.reset(w, replayable)
-	defer holdPool.Put(rw)
-	// A direct map write replaces whatever the client sent under the
-	// canonical key; Set would canonicalize the constant key each time.
-	r.Header["Authorization"] = []string{header}
-	err = next(rw, r)
-	if !rw.held {
-		if rw.rejected { // not replayable: the 401 went out, but the next request gets a new token
-			g.Invalidate(subject, version)
-		}
-		return err
-	}
-	// The 401 was held back: nothing reached the client.
-	g.Invalidate(subject, version)
-	rw.restoreHeader()
-	if o, ok := g.cfg.Observer.(ReplayObserver); ok {
-		o.Replay()
-	}
-	g.logger().Info("upstream answered 401 invalid_token; replaying the request with a new token", zap.Uint64("version", version))
-	header2, _, err := g.credential(r.Context(), subject)
-	if err != nil {
-		delete(r.Header, "Authorization")
-		WriteError(w, err)
-		return nil
-	}
-	if r.GetBody != nil {
-		body, err := r.GetBody()
-		if err != nil {
-			WriteError(w, &UnavailableError{RetryAfter: time.Second, Err: err})
-			return nil
-		}
-		r.Body = body
-	}
-	r.Header["Authorization"] = []string{header2}
-	return next(w, r)
 }
 
 // prepareReplay makes r's body readable twice when it is small enough and
@@ -152,25 +56,41 @@ type readCloser struct {
 	io.Closer
 }
 
-// holdWriter passes a response through, except a first 401
-// invalid_token answer of a replayable request, which it holds back
-// (headers and body) so that the request can be replayed.
+// holdWriter passes a response through, except a first 401 whose
+// challenge says the token was refused, of a replayable request: that one
+// it holds back (headers and up to maxHeldBody of body), so that the
+// request can be replayed, or the answer released to the client as it was
+// when no replay can be made.
 type holdWriter struct {
 	w        http.ResponseWriter
 	saved    http.Header // w's header before next ran, when it had any
-	wrote    bool
-	held     bool // a 401 invalid_token was held back
-	rejected bool // a 401 invalid_token went out (not replayable)
 	canHold  bool
+	wrote    bool
+	held     bool   // a refusing 401 is held back
+	rejected bool   // a refusing 401 went out (not replayable, or too big to hold)
+	body     []byte // the held answer's body
 }
+
+// maxHeldBody is the most of a held 401's body kept for release; a longer
+// one is sent on at once, and the request is not replayed.
+const maxHeldBody = 16 << 10
 
 var holdPool = sync.Pool{New: func() any { return new(holdWriter) }}
 
 func (h *holdWriter) reset(w http.ResponseWriter, canHold bool) {
-	*h = holdWriter{w: w, canHold: canHold}
+	*h = holdWriter{w: w, canHold: canHold, body: h.body[:0]}
 	if hdr := w.Header(); len(hdr) > 0 && canHold {
 		h.saved = hdr.Clone() // what to go back to if the answer is held
 	}
+}
+
+// put returns h to the pool, without a large held body.
+func (h *holdWriter) put() {
+	if cap(h.body) > maxHeldBody {
+		h.body = nil
+	}
+	h.w, h.saved = nil, nil
+	holdPool.Put(h)
 }
 
 func (h *holdWriter) Header() http.Header { return h.w.Header() }
@@ -184,7 +104,7 @@ func (h *holdWriter) WriteHeader(code int) {
 		return
 	}
 	h.wrote = true
-	if code == http.StatusUnauthorized && tokenRejected(h.w.Header()) {
+	if code == http.StatusUnauthorized && challengeRefusesToken(h.w.Header()) {
 		if h.canHold {
 			h.held = true
 			return
@@ -198,10 +118,31 @@ func (h *holdWriter) Write(b []byte) (int, error) {
 	if !h.wrote {
 		h.WriteHeader(http.StatusOK)
 	}
-	if h.held {
+	if !h.held {
+		return h.w.Write(b)
+	}
+	if len(h.body)+len(b) <= maxHeldBody {
+		h.body = append(h.body, b...)
 		return len(b), nil
 	}
+	// Too big to hold: the answer goes out as it is, not replayed.
+	if err := h.release(); err != nil {
+		return 0, err
+	}
+	h.rejected = true
 	return h.w.Write(b)
+}
+
+// release sends the held answer on as the API gave it.
+func (h *holdWriter) release() error {
+	h.held = false
+	h.w.WriteHeader(http.StatusUnauthorized)
+	if len(h.body) > 0 {
+		if _, err := h.w.Write(h.body); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Flush lets streaming answers (and a ReverseProxy's FlushInterval) work.
@@ -230,28 +171,84 @@ func (h *holdWriter) restoreHeader() {
 	}
 }
 
-// tokenRejected reports whether a 401's WWW-Authenticate says the token
-// itself is bad: error="invalid_token", or no error at all (a bare 401).
-// insufficient_scope and other errors are not a token problem.
-func tokenRejected(h http.Header) bool {
-	for _, v := range h.Values("WWW-Authenticate") {
-		l := strings.ToLower(v)
-		if i := strings.Index(l, "error="); i >= 0 {
-			rest := strings.TrimLeft(l[i+len("error="):], `"`)
-			return strings.HasPrefix(rest, "invalid_token")
+// challengeRefusesToken reports whether a 401's WWW-Authenticate says the
+// bearer token itself was refused: a Bearer challenge with
+// error="invalid_token", or a Bearer challenge with no error (RFC 6750
+// §3.1: what a resource server answers a request without a token, such as
+// one whose bearer a proxy dropped). A bare 401, another scheme's
+// challenge (an API route behind Basic auth) or another error
+// (insufficient_scope) is the API's business: a new token would not
+// change it, and fetching one per such request would let any client make
+// the Gate call the token endpoint at will.
+func challengeRefusesToken(h http.Header) bool {
+	for _, v := range h["Www-Authenticate"] {
+		for _, c := range splitChallenges(v) {
+			scheme, params, _ := strings.Cut(strings.TrimSpace(c), " ")
+			if !strings.EqualFold(scheme, "Bearer") {
+				continue
+			}
+			code, found := authParam(params, "error")
+			if !found || code == "invalid_token" {
+				return true
+			}
 		}
 	}
-	return true
+	return false
 }
 
-// dropOddAuthorization deletes the lower-case spelling of Authorization a
-// hand-built header map may hold: the canonical key is replaced by the
-// caller. A client cannot plant one (a server canonicalizes every incoming
-// name), so only the application's own code can build such a map, and
-// "authorization" is how it writes it. One lookup: ranging over the map
-// cost a third of the hot path.
-func dropOddAuthorization(h http.Header) {
-	if _, ok := h["authorization"]; ok {
-		delete(h, "authorization")
+// splitChallenges splits a WWW-Authenticate value into its challenges: a
+// new challenge starts at a token followed by a space, after a comma
+// outside quotes (RFC 9110 §11.6.1).
+func splitChallenges(v string) []string {
+	var out []string
+	start, inQuote := 0, false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '\\' && inQuote:
+			i++
+		case c == '"':
+			inQuote = !inQuote
+		case c == ',' && !inQuote:
+			rest := strings.TrimLeft(v[i+1:], " \t")
+			tok, _, _ := strings.Cut(rest, " ")
+			if tok != "" && !strings.Contains(tok, "=") {
+				out = append(out, v[start:i])
+				start = i + 1
+			}
+		}
 	}
+	return append(out, v[start:])
+}
+
+// authParam returns the value of the auth-param name in params
+// (name=token or name="quoted"), case-insensitive on the name.
+func authParam(params, name string) (string, bool) {
+	for params != "" {
+		params = strings.TrimLeft(params, " \t,")
+		k, rest, ok := strings.Cut(params, "=")
+		if !ok {
+			return "", false
+		}
+		k = strings.TrimSpace(k)
+		rest = strings.TrimLeft(rest, " \t")
+		var val string
+		if strings.HasPrefix(rest, `"`) {
+			var b strings.Builder
+			i := 1
+			for ; i < len(rest) && rest[i] != '"'; i++ {
+				if rest[i] == '\\' && i+1 < len(rest) {
+					i++
+				}
+				b.WriteByte(rest[i])
+			}
+			val, params = b.String(), rest[min(i+1, len(rest)):]
+		} else {
+			val, params, _ = strings.Cut(rest, ",")
+			val = strings.TrimSpace(val)
+		}
+		if strings.EqualFold(k, name) {
+			return val, true
+		}
+	}
+	return "", false
 }

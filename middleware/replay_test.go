@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
@@ -67,6 +68,7 @@ func TestReplay_TokenRevokedMidLife(t *testing.T) {
 			}
 			before, apiBefore := f.ccRequests(), f.srv.APIRequests()
 			old := f.token(t)
+			f.clock.Advance(10 * time.Minute) // mid-life: a token seconds old is not replaced
 			f.srv.Revoke(old)
 			st, a, body := call(t, c.method, gw+"/api/v1/search", c.body)
 			if st != 200 {
@@ -104,6 +106,7 @@ func TestReplay_UserTokenRevoked(t *testing.T) {
 	alice := f.browser(t, "alice")
 	alice.connect(f, "tn-alice")
 	old, _ := f.gate.UserToken(context.Background(), "alice")
+	f.clock.Advance(10 * time.Minute) // mid-life: a token seconds old is not replaced
 	f.srv.Revoke(old.AccessToken)
 	a := alice.api(f)
 	if a.status != 200 || a.json["subject"] != "tn-alice" {
@@ -134,13 +137,18 @@ func TestReplay_NotReplayed(t *testing.T) {
 		{"insufficient_scope is not a token problem", `Bearer error="insufficient_scope", scope="x"`, 0, 0, 401, 1, false},
 		{"a body over MaxReplayBody goes once", `Bearer error="invalid_token"`, 70 << 10, 0, 401, 1, true},
 		{"buffering disabled", `Bearer error="invalid_token"`, 10, -1, 401, 1, true},
-		{"a bare 401 is replayed", ``, 0, 0, 200, 2, true},
+		{"a bare 401 is the API's business", ``, 0, 0, 401, 1, false},
+		{"another scheme's challenge is the API's business", `Basic realm="api"`, 0, 0, 401, 1, false},
+		{"a Bearer challenge among others, with another error", `Basic realm="api", Bearer error="insufficient_scope"`, 0, 0, 401, 1, false},
 		{"invalid_token is replayed", `Bearer realm="x", error="invalid_token"`, 100, 0, 200, 2, true},
+		{"invalid_token after another scheme is replayed", `Basic realm="a, b", Bearer error=invalid_token`, 0, 0, 200, 2, true},
+		{"a Bearer challenge without an error is replayed", `Bearer realm="x"`, 0, 0, 200, 2, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFixture(t, func(cfg *middleware.Config) { cfg.MaxReplayBody = c.maxBody })
 			first := f.token(t)
+			f.clock.Advance(10 * time.Minute) // mid-life: a token seconds old is not replaced
 			var calls int
 			var gotBody []int
 			upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -171,6 +179,9 @@ func TestReplay_NotReplayed(t *testing.T) {
 			if c.want == 200 && rec.Header().Get("X-Upstream") != "" {
 				t.Error("a header of the held 401 leaked into the replay's answer")
 			}
+			if c.want == 401 && (rec.Header().Get("X-Upstream") != "rejected" || !strings.Contains(rec.Body.String(), "from upstream")) {
+				t.Errorf("the client did not get the API's own 401: headers %v, body %q", rec.Header(), rec.Body.String())
+			}
 			for i, n := range gotBody {
 				if n != c.body {
 					t.Errorf("upstream request %d carried %d body bytes, want %d", i, n, c.body)
@@ -188,6 +199,7 @@ func TestReplay_NotReplayed(t *testing.T) {
 func TestInvalidate_OnlyThatVersion(t *testing.T) {
 	f := newFixture(t, nil)
 	tok1, _ := f.gate.Token(context.Background())
+	f.clock.Advance(10 * time.Minute)
 	f.gate.Invalidate("", tok1.Version)
 	tok2, _ := f.gate.Token(context.Background())
 	if tok2.Version == tok1.Version || f.ccRequests() != 2 {
@@ -205,6 +217,7 @@ func TestInvalidate_OnlyThatVersion(t *testing.T) {
 func TestTransport_ReplaysWithGetBody(t *testing.T) {
 	f := newFixture(t, nil)
 	old := f.token(t)
+	f.clock.Advance(10 * time.Minute)
 	f.srv.Revoke(old)
 	c := &http.Client{Transport: f.gate.Transport(nil)}
 	resp, err := c.Post(f.srv.APIURL()+"/v1/search", "text/plain", strings.NewReader("hello"))

@@ -1,0 +1,347 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"go.uber.org/zap"
+)
+
+// The request path, one for every way in (Wrap, Serve, Transport,
+// Authorize): credential → setBearer → next, and when the API refuses the
+// token, reject that version and replay once with the next.
+
+// errClientGone marks a caller whose context ended while it waited.
+var errClientGone = errors.New("middleware: caller's context ended while waiting for a token")
+
+// Wrap returns a handler that sets "Authorization: Bearer <token>" on each
+// request, after dropping any Authorization header the client sent, and
+// calls next. When no valid token can be had it answers 503
+// token_unavailable (JSON, with Retry-After) and next is not called: a
+// request is never forwarded without a token. When next answers 401 with
+// a Bearer challenge refusing the token, the request is replayed once
+// with a new token (see Serve).
+//
+// With the authorization_code grant, Wrap also serves the connect,
+// callback and disconnect paths, and sets the token of the request's
+// subject (Config.Subject); a request without a subject, or whose subject
+// has no tokens, is answered 401 JSON with the connect URL.
+func (g *Gate) Wrap(next http.Handler) http.Handler {
+	serve := func(w http.ResponseWriter, r *http.Request) error {
+		next.ServeHTTP(w, r)
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var subject string
+		if g.users != nil {
+			subject = g.subject(r)
+			if g.ServeFlow(w, r, subject) {
+				return
+			}
+		}
+		_ = g.Serve(w, r, subject, serve)
+	})
+}
+
+// Serve sets the token of subject ("" with client_credentials) on r,
+// calls next, and replays r once with a new token when next answers 401
+// with a Bearer challenge refusing the token (see Invalidate). Without a
+// token it answers with WriteError and does not call next. It is what
+// Wrap runs, for servers whose handlers return errors (the Caddy module);
+// next's error is returned as is.
+//
+// A refused token is replaced only when it is more than a few seconds old
+// and has not been replaced already; otherwise, and whenever no replay can
+// be made, the client gets the API's 401 as it was.
+func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, next func(http.ResponseWriter, *http.Request) error) error {
+	if r.Header == nil { // hand-built requests
+		r.Header = make(http.Header, 1)
+	}
+	h, err := g.credential(r.Context(), subject)
+	if err != nil {
+		dropAuthorization(r.Header)
+		WriteError(w, err)
+		return nil
+	}
+	setBearer(r.Header, h.header)
+	replayable := g.prepareReplay(r)
+	rw := holdPool.Get().(*holdWriter)
+	rw.reset(w, replayable)
+	defer rw.put()
+	err = next(rw, r)
+	if !rw.held {
+		if rw.rejected { // not replayable: the 401 went out, but the next request may get a new token
+			g.src.reject(h.key, h.tok.Version, g.clock.Now())
+		}
+		return err
+	}
+	// The 401 was held back: nothing reached the client yet.
+	h2, ok := g.retryToken(r.Context(), subject, h)
+	if !ok {
+		// No other token to try: the client gets the API's answer, not
+		// a 503 of ours.
+		return errors.Join(err, rw.release())
+	}
+	if r.GetBody != nil {
+		body, berr := r.GetBody()
+		if berr != nil {
+			return errors.Join(err, rw.release())
+		}
+		r.Body = body
+	}
+	rw.restoreHeader()
+	if o, ok := g.cfg.Observer.(ReplayObserver); ok {
+		o.Replay()
+	}
+	g.logger().Info("upstream refused the token (401 invalid_token); replaying the request with a new token",
+		zap.Uint64("version", h.tok.Version))
+	setBearer(r.Header, h2.header)
+	return next(w, r)
+}
+
+// retryToken is the token to replay a request with after the API refused
+// h, and whether there is one. The refused version is rejected (see
+// tokenSource.reject); a version too young to reject was most likely
+// refused because a refresh of ours running in the background has just
+// rotated it at the server: then the replay waits for that refresh. No
+// other case asks the token endpoint for anything.
+func (g *Gate) retryToken(ctx context.Context, subject string, h held) (held, bool) {
+	var h2 held
+	var err error
+	if g.src.reject(h.key, h.tok.Version, g.clock.Now()) {
+		h2, err = g.credential(ctx, subject)
+	} else if _, running := g.ahead.Load(h.key); running {
+		h2, err = g.await(ctx, h.key)
+	} else {
+		return held{}, false
+	}
+	if err != nil || h2.tok.Version == h.tok.Version {
+		return held{}, false
+	}
+	return h2, true
+}
+
+// Authorize sets "Authorization: Bearer <token>" on r, replacing any
+// Authorization header it had, for callers that forward r themselves. On
+// error r is left without the header the client sent, and the error is
+// for WriteError. There is no replay after a 401: use Serve or Wrap.
+//
+// With the authorization_code grant it is AuthorizeSubject with the
+// subject Config.Subject gives.
+func (g *Gate) Authorize(r *http.Request) error {
+	return g.authorize(r, g.subject(r))
+}
+
+// AuthorizeSubject is Authorize for the token set of subject, which must
+// come from a trusted source (see Config.Subject). The error is a
+// *UserError (401) or an *UnavailableError (503), for WriteError.
+func (g *Gate) AuthorizeSubject(r *http.Request, subject string) error {
+	if g.users == nil {
+		return errNotUserGate
+	}
+	return g.authorize(r, subject)
+}
+
+func (g *Gate) authorize(r *http.Request, subject string) error {
+	if r.Header == nil { // hand-built requests
+		r.Header = make(http.Header, 1)
+	}
+	h, err := g.credential(r.Context(), subject)
+	if err != nil {
+		dropAuthorization(r.Header)
+		return err
+	}
+	setBearer(r.Header, h.header)
+	return nil
+}
+
+// Invalidate marks the token of subject ("" for the application token)
+// whose Version is version as refused by the API, so that the next
+// request gets a new one. A newer token (another version) is left alone,
+// and so is a token obtained less than a few seconds ago.
+func (g *Gate) Invalidate(subject string, version uint64) {
+	key, err := g.src.key(subject)
+	if err != nil {
+		return
+	}
+	g.src.reject(key, version, g.clock.Now())
+}
+
+// subject is the request's subject by Config.Subject ("" without one).
+func (g *Gate) subject(r *http.Request) string {
+	if g.cfg.Subject == nil {
+		return ""
+	}
+	return g.cfg.Subject(r)
+}
+
+// setBearer makes v the request's one Authorization header. It drops
+// every other spelling of the key (a hand-built header map may hold
+// "AUTHORIZATION" beside the canonical one, and both would reach the
+// API), and takes Authorization out of the client's Connection header:
+// proxies delete the headers Connection names as hop-by-hop, the bearer
+// included, so a client could otherwise strip the token and have the
+// API's 401 cost the Gate a token request.
+func setBearer(h http.Header, v string) {
+	dropAuthorization(h)
+	// A direct map write: Set would canonicalize the constant key again
+	// on every request.
+	h["Authorization"] = []string{v}
+}
+
+// dropAuthorization deletes every spelling of Authorization from h, and
+// Authorization from its Connection list.
+func dropAuthorization(h http.Header) {
+	delete(h, "Authorization")
+	for k := range h {
+		if len(k) == len("Authorization") && strings.EqualFold(k, "Authorization") {
+			delete(h, k)
+		}
+	}
+	if c, ok := h["Connection"]; ok {
+		unlistAuthorization(h, c)
+	}
+}
+
+// unlistAuthorization removes Authorization from the Connection header's
+// values c.
+func unlistAuthorization(h http.Header, c []string) {
+	found := false
+	for _, v := range c {
+		if strings.Contains(strings.ToLower(v), "authorization") {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	var keep []string
+	for _, v := range c {
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" && !strings.EqualFold(tok, "Authorization") {
+				keep = append(keep, tok)
+			}
+		}
+	}
+	if len(keep) == 0 {
+		delete(h, "Connection")
+		return
+	}
+	h["Connection"] = []string{strings.Join(keep, ", ")}
+}
+
+// Transport returns a RoundTripper that sends each request through base
+// with "Authorization: Bearer <token>" set (replacing any Authorization
+// header). The caller's request is not modified. A nil base means
+// http.DefaultTransport. With the authorization_code grant the token is
+// that of the subject in the request's context (WithSubject).
+//
+// The bearer goes only to the origin of the request the caller made: when
+// an http.Client follows a redirect to another origin (a CDN, another
+// host, another scheme or port), that request is sent without it.
+func (g *Gate) Transport(base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return &transport{g: g, base: base}
+}
+
+type transport struct {
+	g    *Gate
+	base http.RoundTripper
+}
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !sameOriginAsFirst(req) {
+		return t.base.RoundTrip(req)
+	}
+	subject := ""
+	if t.g.users != nil {
+		subject = SubjectFrom(req.Context())
+	}
+	h, err := t.g.credential(req.Context(), subject)
+	if err != nil {
+		return nil, closeBody(req, err)
+	}
+	// A shallow copy with a fresh header map is enough: only the
+	// Authorization entry differs, and no header value slice is written.
+	r2 := new(http.Request)
+	*r2 = *req
+	r2.Header = make(http.Header, len(req.Header)+1)
+	for k, v := range req.Header {
+		r2.Header[k] = v
+	}
+	setBearer(r2.Header, h.header)
+	resp, err := t.base.RoundTrip(r2)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || !challengeRefusesToken(resp.Header) {
+		return resp, err
+	}
+	// The API refused the token: reject that version and, when the body
+	// can be sent again, replay once with a new token.
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		t.g.src.reject(h.key, h.tok.Version, t.g.clock.Now())
+		return resp, nil
+	}
+	h2, ok := t.g.retryToken(req.Context(), subject, h)
+	if !ok {
+		return resp, nil // the caller gets the API's 401
+	}
+	r3 := new(http.Request)
+	*r3 = *r2
+	r3.Header = r2.Header.Clone()
+	r3.Header["Authorization"] = []string{h2.header}
+	if req.GetBody != nil {
+		if r3.Body, err = req.GetBody(); err != nil {
+			return resp, nil
+		}
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
+	resp.Body.Close()
+	if o, ok := t.g.cfg.Observer.(ReplayObserver); ok {
+		o.Replay()
+	}
+	return t.base.RoundTrip(r3)
+}
+
+// sameOriginAsFirst reports whether req goes to the origin (scheme, host
+// and port) of the first request of its redirect chain: http.Client sets
+// Response on the requests it makes to follow a redirect.
+func sameOriginAsFirst(req *http.Request) bool {
+	first := req
+	for first.Response != nil && first.Response.Request != nil {
+		first = first.Response.Request
+	}
+	if first == req {
+		return true
+	}
+	return origin(first) == origin(req)
+}
+
+func origin(r *http.Request) string {
+	scheme, port := strings.ToLower(r.URL.Scheme), r.URL.Port()
+	if port == "" {
+		switch scheme {
+		case "https":
+			port = "443"
+		case "http":
+			port = "80"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(r.URL.Hostname()), port)
+}
+
+// closeBody closes req's body (RoundTrippers must, even on errors) and
+// returns err.
+func closeBody(req *http.Request, err error) error {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return err
+}
+
+var _ io.Closer = (*Gate)(nil)
