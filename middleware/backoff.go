@@ -88,12 +88,15 @@ func (b *backoff) count() int {
 // and only theirs: a million healthy subjects cost nothing here. It is
 // bounded: an entry goes when its key succeeds or is forgotten, and an
 // entry whose retry time passed more than MaxBackoff ago (a subject that
-// never came back after an outage) is swept on a later insert.
+// never came back after an outage) is swept at the next success of any
+// key (at most once per MaxBackoff), and on inserts into a large table.
 type backoffs struct {
+	clock     Clock
 	mu        sync.Mutex
 	m         map[string]*backoff
 	nextSweep int
 	maxAge    time.Duration // how long past its retry time an entry is kept
+	lastSweep time.Time
 }
 
 // backoffSweepMin is the table size below which no sweep runs.
@@ -104,8 +107,8 @@ const backoffSweepMin = 64
 // entries are dropped, which costs those subjects one early retry.
 const maxBackoffEntries = 100_000
 
-func newBackoffs(maxAge time.Duration) *backoffs {
-	return &backoffs{m: map[string]*backoff{}, nextSweep: backoffSweepMin, maxAge: maxAge}
+func newBackoffs(clock Clock, maxAge time.Duration) *backoffs {
+	return &backoffs{clock: clock, m: map[string]*backoff{}, nextSweep: backoffSweepMin, maxAge: maxAge}
 }
 
 // get returns key's entry, or nil.
@@ -138,6 +141,7 @@ func (t *backoffs) entry(key string, now time.Time) *backoff {
 }
 
 func (t *backoffs) sweepLocked(now time.Time) {
+	t.lastSweep = now
 	stale := now.Add(-t.maxAge).UnixNano()
 	for k, b := range t.m {
 		if b.retryAt.Load() < stale {
@@ -152,11 +156,18 @@ func (t *backoffs) sweepLocked(now time.Time) {
 	}
 }
 
-// reset forgets key's failures.
+// reset forgets key's failures, and sweeps the table when it holds
+// entries and was not swept for MaxBackoff.
 func (t *backoffs) reset(key string) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	delete(t.m, key)
-	t.mu.Unlock()
+	if len(t.m) == 0 {
+		return
+	}
+	if now := t.clock.Now(); now.Sub(t.lastSweep) >= t.maxAge {
+		t.sweepLocked(now)
+	}
 }
 
 func (t *backoffs) len() int {

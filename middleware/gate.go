@@ -68,7 +68,7 @@ func New(cfg Config) (*Gate, error) {
 	}
 	g := &Gate{cfg: c, clock: c.Clock, endpoint: newExchanger(c), closing: make(chan struct{})}
 	g.log.Store(c.Logger)
-	g.backoffs = newBackoffs(c.MaxBackoff)
+	g.backoffs = newBackoffs(c.Clock, c.MaxBackoff)
 	if c.Grant == GrantAuthorizationCode {
 		if g.users, err = newUserSource(g); err != nil {
 			return nil, err

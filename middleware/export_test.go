@@ -1,0 +1,5 @@
+package middleware
+
+// BackoffEntries is the number of keys whose backoff state the Gate holds,
+// for the tests of its bound.
+func BackoffEntries(g *Gate) int { return g.backoffs.len() }
