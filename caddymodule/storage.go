@@ -22,13 +22,23 @@ import (
 const (
 	// storagePrefix is the storage "directory" of the token sets.
 	storagePrefix = "oauth2_token/tokens/"
-	// lockPrefix names the storage locks. It is a single path component
-	// of word characters, so that it survives the sanitizing some
-	// storages apply to lock names (FileStorage keeps [\w@.-] only).
+	// lockPrefix names the storage locks of Lock (the refresh locks). It
+	// is a single path component of word characters, so that it survives
+	// the sanitizing some storages apply to lock names (FileStorage keeps
+	// [\w@.-] only).
 	lockPrefix = "oauth2_token_refresh_"
+	// writeLockPrefix names the storage locks that Set, CompareAndSet and
+	// Delete hold (the write locks), word characters too. They are not
+	// the refresh locks: a refresh holds its key's refresh lock while it
+	// stores the rotated set with CompareAndSet.
+	writeLockPrefix = "oauth2_token_write_"
 	// unlockTimeout bounds an Unlock: a lock left behind blocks the other
 	// instances until the storage deems it stale.
 	unlockTimeout = 10 * time.Second
+	// removeDeadWait bounds how long Get waits for the write lock to
+	// remove a dead set: cleanup is not worth holding a request up for
+	// (the next Get tries again).
+	removeDeadWait = 2 * time.Second
 )
 
 // StorageOptions configures a Storage. The zero value is ready to use.
@@ -51,6 +61,15 @@ type StorageOptions struct {
 // that whatever its characters it is one path component, and no key text
 // is visible in the storage. Values are in clear; wrap the Storage in
 // tokenstore.NewSealed to encrypt the credentials.
+//
+// Set, CompareAndSet and Delete of a key hold its write lock, a storage
+// lock named oauth2_token_write_<hex SHA-256 of the key>, across their
+// Load and Store (or Delete), so a CompareAndSet is atomic with respect to
+// the writes of every instance sharing the storage, as far as the
+// storage's locks are exclusive (FileStorage's is, unless a holder stops
+// keeping it fresh for 10 seconds). A disconnect (Delete) is thus not
+// undone by a refresh elsewhere that stores its rotated set with
+// CompareAndSet. Every write costs a Lock and an Unlock of the storage.
 //
 // A Storage is safe for concurrent use, as Caddy requires of its storages.
 type Storage struct {
@@ -111,7 +130,8 @@ func keyHash(key string) string {
 // does not decode is an error that says so.
 func (s *Storage) Get(ctx context.Context, key string) (*tokenstore.Token, error) {
 	b := s.backend.Load()
-	name := storagePrefix + keyHash(key)
+	hash := keyHash(key)
+	name := storagePrefix + hash
 	data, err := b.storage.Load(ctx, name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, tokenstore.ErrNotFound
@@ -124,18 +144,26 @@ func (s *Storage) Get(ctx context.Context, key string) (*tokenstore.Token, error
 		return nil, fmt.Errorf("oauth2_token: caddy storage: get %s: not a token set (damaged, or written by something else): %w", name, err)
 	}
 	if !tok.Usable(s.now()) {
-		s.removeDead(ctx, b, name, data)
+		s.removeDead(ctx, b, hash, name, data)
 		return nil, tokenstore.ErrExpired
 	}
 	return tok, nil
 }
 
-// removeDead deletes the record dead found at name unless it has changed
-// since: another instance may have stored a new set there in the
-// meantime (a connect), and Caddy's storage has no compare-and-delete.
-// Reading again narrows that window to the time between two calls.
-// Removal is best effort; the next Get tries again.
-func (s *Storage) removeDead(ctx context.Context, b *storageBackend, name string, dead []byte) {
+// removeDead deletes the record dead found at name, for the key whose
+// hash is hash, unless it has changed since: another instance may have
+// stored a new set there in the meantime (a connect). It holds the key's
+// write lock, so no write falls between its check and its delete, but it
+// waits for it at most removeDeadWait. Removal is best effort; the next
+// Get tries again.
+func (s *Storage) removeDead(ctx context.Context, b *storageBackend, hash, name string, dead []byte) {
+	ctx, cancel := context.WithTimeout(ctx, removeDeadWait)
+	defer cancel()
+	unlock, err := lockWrite(ctx, b, hash)
+	if err != nil {
+		return
+	}
+	defer unlock()
 	now, err := b.storage.Load(ctx, name)
 	if err != nil || !bytes.Equal(now, dead) {
 		return
@@ -145,7 +173,8 @@ func (s *Storage) removeDead(ctx context.Context, b *storageBackend, name string
 	}
 }
 
-// Set stores tok under key, replacing what was there.
+// Set stores tok under key, replacing what was there, holding the key's
+// write lock.
 func (s *Storage) Set(ctx context.Context, key string, tok *tokenstore.Token) error {
 	if tok == nil {
 		return errors.New("oauth2_token: caddy storage: set: nil token")
@@ -154,29 +183,117 @@ func (s *Storage) Set(ctx context.Context, key string, tok *tokenstore.Token) er
 	if err != nil {
 		return fmt.Errorf("oauth2_token: caddy storage: set: %w", err)
 	}
-	name := storagePrefix + keyHash(key)
-	if err := s.backend.Load().storage.Store(ctx, name, data); err != nil {
+	b := s.backend.Load()
+	hash := keyHash(key)
+	name := storagePrefix + hash
+	unlock, err := lockWrite(ctx, b, hash)
+	if err != nil {
+		return fmt.Errorf("oauth2_token: caddy storage: set: %w", err)
+	}
+	defer unlock()
+	if err := b.storage.Store(ctx, name, data); err != nil {
 		return fmt.Errorf("oauth2_token: caddy storage: set %s: %w", name, err)
 	}
 	return nil
 }
 
-// Delete removes key; deleting an absent key is not an error.
+// CompareAndSet stores tok under key if the set stored there has Version
+// old, or, when old is 0, if no set is stored or nothing in it is usable
+// (Get would say tokenstore.ErrExpired); else it returns an error wrapping
+// tokenstore.ErrConflict and stores nothing. Load, compare and Store hold
+// the key's write lock. A stored value that does not decode is an error
+// that says so (neither a match nor a conflict).
+func (s *Storage) CompareAndSet(ctx context.Context, key string, old uint64, tok *tokenstore.Token) error {
+	if tok == nil {
+		return errors.New("oauth2_token: caddy storage: compare-and-set: nil token")
+	}
+	data, err := tok.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("oauth2_token: caddy storage: compare-and-set: %w", err)
+	}
+	b := s.backend.Load()
+	hash := keyHash(key)
+	name := storagePrefix + hash
+	unlock, err := lockWrite(ctx, b, hash)
+	if err != nil {
+		return fmt.Errorf("oauth2_token: caddy storage: compare-and-set: %w", err)
+	}
+	defer unlock()
+	cur, err := b.storage.Load(ctx, name)
+	stored := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("oauth2_token: caddy storage: compare-and-set %s: %w", name, err)
+	}
+	var have tokenstore.Token
+	if stored {
+		if err := have.UnmarshalBinary(cur); err != nil {
+			return fmt.Errorf("oauth2_token: caddy storage: compare-and-set %s: not a token set (damaged, or written by something else): %w", name, err)
+		}
+	}
+	usable := stored && have.Usable(s.now())
+	if !(stored && have.Version == old) && !(old == 0 && !usable) {
+		if !usable {
+			return fmt.Errorf("oauth2_token: caddy storage: compare-and-set %s: nothing usable is stored, want version %d: %w", name, old, tokenstore.ErrConflict)
+		}
+		return fmt.Errorf("oauth2_token: caddy storage: compare-and-set %s: version %d is stored, want %d: %w", name, have.Version, old, tokenstore.ErrConflict)
+	}
+	if err := b.storage.Store(ctx, name, data); err != nil {
+		return fmt.Errorf("oauth2_token: caddy storage: compare-and-set %s: %w", name, err)
+	}
+	return nil
+}
+
+// Delete removes key, holding its write lock; deleting an absent key is
+// not an error.
 func (s *Storage) Delete(ctx context.Context, key string) error {
-	name := storagePrefix + keyHash(key)
-	if err := s.backend.Load().storage.Delete(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	b := s.backend.Load()
+	hash := keyHash(key)
+	name := storagePrefix + hash
+	unlock, err := lockWrite(ctx, b, hash)
+	if err != nil {
+		return fmt.Errorf("oauth2_token: caddy storage: delete: %w", err)
+	}
+	defer unlock()
+	if err := b.storage.Delete(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("oauth2_token: caddy storage: delete %s: %w", name, err)
 	}
 	return nil
 }
 
-// Lock takes the storage's lock of key (certmagic's Locker: across every
-// instance sharing the storage) and returns the function that releases
-// it, which may be called more than once (only the first call unlocks).
-// It waits until the lock is free or ctx is done. How fast a waiter
-// notices a released lock, and when an abandoned lock is deemed stale,
-// is the storage's: Caddy's file system storage polls every second and
-// takes over a lock not kept fresh for 10 seconds.
+// lockWrite takes the write lock of the key whose hash is hash in b's
+// storage and returns the function that releases it, which must be called
+// exactly once.
+func lockWrite(ctx context.Context, b *storageBackend, hash string) (unlock func(), err error) {
+	name := writeLockPrefix + hash
+	if err := b.storage.Lock(ctx, name); err != nil {
+		return nil, fmt.Errorf("write lock %s: %w", name, err)
+	}
+	return func() { release(b, name) }, nil
+}
+
+// release unlocks the storage lock name on a context of its own: the
+// caller's may be done by now, and the lock must go all the same. It
+// unlocks on the storage that locked, even if a reload has swapped it
+// since.
+func release(b *storageBackend, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout)
+	defer cancel()
+	if err := b.storage.Unlock(ctx, name); err != nil {
+		b.logger.Warn("releasing a token lock in caddy storage failed; other instances wait until it is stale",
+			zap.String("lock", name), zap.Error(err))
+	}
+}
+
+// Lock takes the storage's refresh lock of key, oauth2_token_refresh_<hex
+// SHA-256 of the key> (certmagic's Locker: across every instance sharing
+// the storage), and returns the function that releases it, which may be
+// called more than once (only the first call unlocks). It waits until the
+// lock is free or ctx is done. How fast a waiter notices a released lock,
+// and when an abandoned lock is deemed stale, is the storage's: Caddy's
+// file system storage polls every second and takes over a lock not kept
+// fresh for 10 seconds. It only excludes other callers of Lock: the
+// writes take the key's write lock, another lock, so the holder can store
+// the set it refreshed.
 func (s *Storage) Lock(ctx context.Context, key string) (unlock func(), err error) {
 	b := s.backend.Load()
 	name := lockPrefix + keyHash(key)
@@ -184,23 +301,12 @@ func (s *Storage) Lock(ctx context.Context, key string) (unlock func(), err erro
 		return nil, fmt.Errorf("oauth2_token: caddy storage: lock %s: %w", name, err)
 	}
 	var once sync.Once
-	return func() {
-		once.Do(func() {
-			// A fresh context: the caller's may be done by now, and
-			// the lock must go all the same. Unlock on the storage
-			// that locked, even if a reload has swapped it since.
-			ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout)
-			defer cancel()
-			if err := b.storage.Unlock(ctx, name); err != nil {
-				b.logger.Warn("releasing a token lock in caddy storage failed; other instances wait until it is stale",
-					zap.String("lock", name), zap.Error(err))
-			}
-		})
-	}, nil
+	return func() { once.Do(func() { release(b, name) }) }, nil
 }
 
 // Interface guards
 var (
-	_ tokenstore.Store  = (*Storage)(nil)
-	_ tokenstore.Locker = (*Storage)(nil)
+	_ tokenstore.Store    = (*Storage)(nil)
+	_ tokenstore.Locker   = (*Storage)(nil)
+	_ tokenstore.CASStore = (*Storage)(nil)
 )

@@ -115,6 +115,10 @@ func parse(b []byte) (record, error) {
 	return r, nil
 }
 
+// recordVersion is the version of the stored token b, which parse
+// accepted.
+func recordVersion(b []byte) uint64 { return binary.BigEndian.Uint64(b[1+3*8:]) }
+
 // usable is Token.Usable on the raw record: an access token counts only
 // when there is one.
 func (r *record) usable(now time.Time) bool {

@@ -20,9 +20,25 @@ import (
 
 // A FileStore keeps one file per key in a directory:
 //
-//	<dir>/<hex sha256(key)>.tok    the record (mode 0600)
-//	<dir>/<hex sha256(key)>.lock   the advisory lock file of Lock (empty, never removed)
-//	<dir>/.tmp-*                   a write in progress, or one a crash left behind
+//	<dir>/<hex sha256(key)>.tok     the record (mode 0600)
+//	<dir>/<hex sha256(key)>.lock    the refresh lock of Lock (empty, mode 0600)
+//	<dir>/<hex sha256(key)>.wlock   the write lock of Set, CompareAndSet, Delete
+//	                                and of Get removing a dead record (empty, 0600)
+//	<dir>/.tmp-*                    a write in progress, or one a crash left behind
+//
+// A lock file exists only while its lock is held or waited for. A locker
+// opens (creating) the file, flocks it, and then checks that the name
+// still points at the file it locked; if not, it starts over. The holder
+// unlinks the name before it lets go of the flock, so a waiter that then
+// gets the flock of the unlinked file sees that and starts over on a new
+// file. A process that dies holding a lock leaves its file behind; the
+// next lock of the key removes it, and so does NewFileStore for every lock
+// file nobody holds.
+//
+// The two locks of a key are different files because the refresh lock is
+// held across a whole refresh, during which the holder writes the rotated
+// set with CompareAndSet; flock excludes a second open file of the same
+// file even in the holder's own process.
 //
 // A record file is a small versioned envelope around Token.MarshalBinary:
 //
@@ -42,9 +58,10 @@ const (
 	// not ours or is damaged.
 	maxRecordLen = 1 << 20
 
-	recordExt  = ".tok"
-	lockExt    = ".lock"
-	tempPrefix = ".tmp-"
+	recordExt    = ".tok"
+	lockExt      = ".lock"
+	writeLockExt = ".wlock"
+	tempPrefix   = ".tmp-"
 	// staleTemp is the age past which NewFileStore removes a temp file. A
 	// write takes milliseconds; a younger temp file may belong to another
 	// process sharing the directory that is about to rename it.
@@ -95,10 +112,16 @@ type FileOptions struct {
 //
 // A FileStore is safe for concurrent use, and several FileStores (in one
 // process or in several processes on one host) may share a directory: a
-// reader sees a whole record, the old one or the new one. Concurrent
-// writers of the same key are last-writer-wins; serializing the refreshes
-// of one key (so that a rotated refresh token is never used twice) is the
-// caller's job, with Lock.
+// reader sees a whole record, the old one or the new one. Set,
+// CompareAndSet and Delete of one key hold its write lock (a flock held for
+// the compare, the rename and the directory fsync), so a CompareAndSet is
+// atomic with respect to the other writes of every FileStore sharing the
+// directory: a set deleted in between is not written back. Set is still
+// last-writer-wins; serializing the refreshes of one key (so that a rotated
+// refresh token is never used twice) is the caller's job, with Lock, and
+// fencing a refresh against a disconnect is CompareAndSet's. Where flock
+// is not available, writes are not locked and CompareAndSet is not
+// supported.
 //
 // A FileStore holds no open files between calls and needs no Close.
 type FileStore struct {
@@ -114,7 +137,8 @@ type FileStore struct {
 //
 // Temp files older than one minute, left behind by a crash, are removed;
 // younger ones are kept because another process sharing dir may be about to
-// rename one. Removal is best effort.
+// rename one. Lock files that no one holds (a crash leaves the one it held)
+// are removed too. Removal is best effort.
 func NewFileStore(dir string, opts FileOptions) (*FileStore, error) {
 	if dir == "" {
 		return nil, errors.New("tokenstore: file store: empty directory name")
@@ -136,26 +160,33 @@ func NewFileStore(dir string, opts FileOptions) (*FileStore, error) {
 		return nil, fmt.Errorf("tokenstore: file store: directory %s is writable by group or others (mode %#o); chmod 700 it", dir, st.Mode().Perm())
 	}
 	f := &FileStore{dir: dir, now: opts.Now}
-	f.removeStaleTemps()
+	f.removeLeftovers()
 	return f, nil
 }
 
-// removeStaleTemps removes the temp files a crash left behind.
-func (f *FileStore) removeStaleTemps() {
+// removeLeftovers removes the temp files and the lock files a crash left
+// behind.
+func (f *FileStore) removeLeftovers() {
 	entries, err := os.ReadDir(f.dir)
 	if err != nil {
 		return
 	}
 	cutoff := f.now().Add(-staleTemp)
 	for _, e := range entries {
-		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), tempPrefix) {
+		name := e.Name()
+		if !e.Type().IsRegular() {
 			continue
 		}
-		info, err := e.Info()
-		if err != nil || !info.ModTime().Before(cutoff) {
-			continue
+		switch {
+		case strings.HasSuffix(name, lockExt) || strings.HasSuffix(name, writeLockExt):
+			removeIdleLock(filepath.Join(f.dir, name))
+		case strings.HasPrefix(name, tempPrefix):
+			info, err := e.Info()
+			if err != nil || !info.ModTime().Before(cutoff) {
+				continue
+			}
+			_ = os.Remove(filepath.Join(f.dir, name))
 		}
-		_ = os.Remove(filepath.Join(f.dir, e.Name()))
 	}
 }
 
@@ -178,38 +209,54 @@ func (f *FileStore) Get(ctx context.Context, key string) (*Token, error) {
 	}
 	sum, name := keyName(key)
 	path := filepath.Join(f.dir, name+recordExt)
+	r, rec, st, err := readRecord("get", path, name, sum)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !r.usable(f.now()) {
+		f.removeDead(ctx, path, name, st)
+		return nil, ErrExpired
+	}
+	d := decode(rec, &r, true) // rec is ours alone and never written again
+	return &d.Token, nil
+}
+
+// readRecord reads and checks the record file at path, named name, of the
+// key whose SHA-256 is sum, and returns the parsed token record, its bytes
+// and the file's FileInfo. An absent file is an error wrapping
+// fs.ErrNotExist; one that cannot be trusted, an error wrapping
+// ErrCorruptFile. op names the caller in other errors.
+func readRecord(op, path, name string, sum [sha256.Size]byte) (record, []byte, fs.FileInfo, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, ErrNotFound
+			return record{}, nil, nil, err
 		}
-		return nil, fmt.Errorf("tokenstore: file get: %w", err)
+		return record{}, nil, nil, fmt.Errorf("tokenstore: file %s %s: %w", op, name, err)
 	}
 	st, buf, err := readRecordFile(fh)
 	fh.Close()
 	if errors.Is(err, errTooBig) {
-		return nil, fmt.Errorf("%w %s: %d bytes, more than any token record", ErrCorruptFile, name, st.Size())
+		return record{}, nil, nil, fmt.Errorf("%w %s: %d bytes, more than any token record", ErrCorruptFile, name, st.Size())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("tokenstore: file get %s: %w", name, err)
+		return record{}, nil, nil, fmt.Errorf("tokenstore: file %s %s: %w", op, name, err)
 	}
 	owner, rec, err := decodeFileRecord(buf)
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrCorruptFile, name, err)
+		return record{}, nil, nil, fmt.Errorf("%w %s: %w", ErrCorruptFile, name, err)
 	}
 	if owner != sum {
-		return nil, fmt.Errorf("%w %s: the record belongs to another key", ErrCorruptFile, name)
+		return record{}, nil, nil, fmt.Errorf("%w %s: the record belongs to another key", ErrCorruptFile, name)
 	}
 	r, err := parse(rec)
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %s", ErrCorruptFile, name, strings.TrimPrefix(err.Error(), "tokenstore: "))
+		return record{}, nil, nil, fmt.Errorf("%w %s: %s", ErrCorruptFile, name, strings.TrimPrefix(err.Error(), "tokenstore: "))
 	}
-	if !r.usable(f.now()) {
-		f.removeDead(path, st)
-		return nil, ErrExpired
-	}
-	d := decode(rec, &r, true) // buf is ours alone and never written again
-	return &d.Token, nil
+	return r, rec, st, nil
 }
 
 // readRecordFile reads the whole of an open record file. Record files are
@@ -230,19 +277,24 @@ func readRecordFile(fh *os.File) (fs.FileInfo, []byte, error) {
 	return st, buf, nil
 }
 
-// removeDead removes the record file at path that Get read and found
-// unusable (dead is its FileInfo), without losing a record another writer
-// may have renamed over it in the meantime: the file is first renamed
-// aside, which is atomic; if what was renamed is not the dead file, it is
-// linked back, unless an even newer record has taken its place.
-func (f *FileStore) removeDead(path string, dead fs.FileInfo) {
+// removeDead removes the record file at path, named name, that Get read
+// and found unusable (dead is its FileInfo), unless another writer has
+// replaced it since. It holds the key's write lock, so that a Delete or a
+// write cannot fall between its check and its removal; where there is no
+// lock, the file is renamed aside (atomic) and linked back if it is not
+// the dead one, unless an even newer record has taken its place. Removal
+// is best effort: the next Get tries again.
+func (f *FileStore) removeDead(ctx context.Context, path, name string, dead fs.FileInfo) {
+	unlock, err := f.lockWrite(ctx, name)
+	if err != nil {
+		return
+	}
+	defer unlock()
 	aside := filepath.Join(f.dir, tempPrefix+"dead-"+rand.Text())
 	if err := os.Rename(path, aside); err != nil {
 		return // gone already (another reader), or not ours to touch
 	}
 	if st, err := os.Lstat(aside); err == nil && !os.SameFile(st, dead) {
-		// A writer replaced the dead record after we read it. Put the
-		// new one back; Link fails if a newer one still has arrived.
 		_ = os.Link(aside, path)
 	}
 	_ = os.Remove(aside)
@@ -250,8 +302,9 @@ func (f *FileStore) removeDead(path string, dead fs.FileInfo) {
 }
 
 // Set stores tok under key, replacing what was there, atomically and
-// durably: the record is written to a temp file in the same directory,
-// fsynced, renamed over the key's file, and the directory is fsynced.
+// durably: the record is written to a temp file in the same directory and
+// fsynced; then, holding the key's write lock, it is renamed over the
+// key's file and the directory is fsynced.
 func (f *FileStore) Set(ctx context.Context, key string, tok *Token) error {
 	if tok == nil {
 		return errors.New("tokenstore: file set: nil token")
@@ -259,53 +312,120 @@ func (f *FileStore) Set(ctx context.Context, key string, tok *Token) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("tokenstore: file set: %w", err)
 	}
-	sum, name := keyName(key)
-	rec := tok.appendBinary(nil)
-	if len(rec) > maxRecordLen {
-		return fmt.Errorf("tokenstore: file set: token record of %d bytes exceeds %d", len(rec), maxRecordLen)
+	_, name := keyName(key)
+	tmp, err := f.writeTemp("set", key, tok)
+	if err != nil {
+		return err
 	}
-	buf := appendFileRecord(make([]byte, 0, fileHeaderLen+len(rec)+fileTrailer), sum, rec)
-
-	tmp, err := os.CreateTemp(f.dir, tempPrefix+"*") // mode 0600
+	defer os.Remove(tmp) // gone already once renamed
+	unlock, err := f.lockWrite(ctx, name)
 	if err != nil {
 		return fmt.Errorf("tokenstore: file set: %w", err)
 	}
+	defer unlock()
+	return f.install("set", tmp, name)
+}
+
+// CompareAndSet stores tok under key if the set stored there has Version
+// old, or, when old is 0, if no set is stored or nothing in it is usable
+// (Get would say ErrExpired); else it returns an error wrapping
+// ErrConflict, and nothing is written. The record is written as by Set;
+// the compare, the rename and the directory fsync hold the key's write
+// lock, so a Set, Delete or CompareAndSet of any FileStore sharing the
+// directory cannot fall in between. A stored record that cannot be trusted
+// is an error wrapping ErrCorruptFile (neither a match nor a conflict).
+// Where flock is not available the error wraps errors.ErrUnsupported.
+func (f *FileStore) CompareAndSet(ctx context.Context, key string, old uint64, tok *Token) error {
+	if tok == nil {
+		return errors.New("tokenstore: file compare-and-set: nil token")
+	}
+	if !canLock {
+		return fmt.Errorf("tokenstore: file compare-and-set: no file locks on this platform: %w", errors.ErrUnsupported)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("tokenstore: file compare-and-set: %w", err)
+	}
+	sum, name := keyName(key)
+	tmp, err := f.writeTemp("compare-and-set", key, tok)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp) // gone already once renamed
+	unlock, err := f.lockWrite(ctx, name)
+	if err != nil {
+		return fmt.Errorf("tokenstore: file compare-and-set: %w", err)
+	}
+	defer unlock()
+	r, rec, _, err := readRecord("compare-and-set", filepath.Join(f.dir, name+recordExt), name, sum)
+	stored := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	usable := stored && r.usable(f.now())
+	if !(stored && recordVersion(rec) == old) && !(old == 0 && !usable) {
+		if !usable {
+			return fmt.Errorf("%w: file compare-and-set %s: nothing usable is stored, want version %d", ErrConflict, name, old)
+		}
+		return fmt.Errorf("%w: file compare-and-set %s: version %d is stored, want %d", ErrConflict, name, recordVersion(rec), old)
+	}
+	return f.install("compare-and-set", tmp, name)
+}
+
+// writeTemp writes the record of tok stored under key to a new temp file
+// in the directory, fsyncs and closes it, and returns its path.
+func (f *FileStore) writeTemp(op, key string, tok *Token) (string, error) {
+	sum, name := keyName(key)
+	rec := tok.appendBinary(nil)
+	if len(rec) > maxRecordLen {
+		return "", fmt.Errorf("tokenstore: file %s: token record of %d bytes exceeds %d", op, len(rec), maxRecordLen)
+	}
+	buf := appendFileRecord(make([]byte, 0, fileHeaderLen+len(rec)+fileTrailer), sum, rec)
+	tmp, err := os.CreateTemp(f.dir, tempPrefix+"*") // mode 0600
+	if err != nil {
+		return "", fmt.Errorf("tokenstore: file %s: %w", op, err)
+	}
 	tmpName := tmp.Name()
-	fail := func(err error) error {
-		tmp.Close()
+	_, err = tmp.Write(buf)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		os.Remove(tmpName)
-		return fmt.Errorf("tokenstore: file set %s: %w", name, err)
+		return "", fmt.Errorf("tokenstore: file %s %s: %w", op, name, err)
 	}
-	if _, err := tmp.Write(buf); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmpName)
-		return fmt.Errorf("tokenstore: file set %s: %w", name, err)
-	}
-	if err := os.Rename(tmpName, filepath.Join(f.dir, name+recordExt)); err != nil {
-		os.Remove(tmpName)
-		return fmt.Errorf("tokenstore: file set %s: %w", name, err)
+	return tmpName, nil
+}
+
+// install renames the temp file tmp over the record file named name and
+// fsyncs the directory. The caller holds the key's write lock.
+func (f *FileStore) install(op, tmp, name string) error {
+	if err := os.Rename(tmp, filepath.Join(f.dir, name+recordExt)); err != nil {
+		return fmt.Errorf("tokenstore: file %s %s: %w", op, name, err)
 	}
 	if err := f.syncDir(); err != nil {
 		// The record is in place for every reader; only its durability
 		// across a power loss is in doubt.
-		return fmt.Errorf("tokenstore: file set %s: sync directory: %w", name, err)
+		return fmt.Errorf("tokenstore: file %s %s: sync directory: %w", op, name, err)
 	}
 	return nil
 }
 
-// Delete removes key; deleting an absent key is not an error. The key's
-// lock file, if any, stays (removing it would let two processes lock
-// different files).
+// Delete removes key, holding its write lock; deleting an absent key is
+// not an error. Lock files are not touched: each is removed by whoever
+// holds it, when it lets go.
 func (f *FileStore) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("tokenstore: file delete: %w", err)
 	}
 	_, name := keyName(key)
+	unlock, err := f.lockWrite(ctx, name)
+	if err != nil {
+		return fmt.Errorf("tokenstore: file delete: %w", err)
+	}
+	defer unlock()
 	if err := os.Remove(filepath.Join(f.dir, name+recordExt)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -374,6 +494,7 @@ func decodeFileRecord(b []byte) (owner [sha256.Size]byte, rec []byte, err error)
 }
 
 var (
-	_ Store  = (*FileStore)(nil)
-	_ Locker = (*FileStore)(nil)
+	_ Store    = (*FileStore)(nil)
+	_ Locker   = (*FileStore)(nil)
+	_ CASStore = (*FileStore)(nil)
 )

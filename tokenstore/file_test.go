@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -239,7 +240,7 @@ func TestFileStore_NamesHideKeys(t *testing.T) {
 			unlock()
 		}
 	}
-	pattern := regexp.MustCompile(`^[0-9a-f]{64}\.(tok|lock)$`)
+	pattern := regexp.MustCompile(`^[0-9a-f]{64}\.(tok|lock|wlock)$`)
 	names := dirNames(t, dir)
 	for _, name := range names {
 		if !pattern.MatchString(name) {
@@ -282,7 +283,7 @@ func TestFileStore_Permissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unlock()
+	defer unlock() // the lock file exists while the lock is held
 	want := map[string]fs.FileMode{
 		dir:                  0o700,
 		recordPath(dir, "k"): 0o600,
@@ -345,6 +346,13 @@ func TestFileStore_CanceledContext(t *testing.T) {
 		"Get":    func() error { _, err := f.Get(ctx, "k"); return err },
 		"Set":    func() error { return f.Set(ctx, "k", sample(t0)) },
 		"Delete": func() error { return f.Delete(ctx, "k") },
+		"CompareAndSet": func() error {
+			err := f.CompareAndSet(ctx, "k", 0, sample(t0))
+			if errors.Is(err, errors.ErrUnsupported) {
+				return context.Canceled
+			}
+			return err
+		},
 		"Lock": func() error {
 			_, err := f.Lock(ctx, "k")
 			if errors.Is(err, tokenstore.ErrLockUnsupported) {
@@ -360,6 +368,9 @@ func TestFileStore_CanceledContext(t *testing.T) {
 	}
 	if err := f.Set(context.Background(), "k", nil); err == nil {
 		t.Error("Set of a nil token succeeded")
+	}
+	if names := dirNames(t, f.Dir()); len(names) != 0 {
+		t.Errorf("canceled calls left files: %v", names)
 	}
 }
 
@@ -629,4 +640,324 @@ func crashChild(t *testing.T, dir string) {
 		fmt.Fprintln(w, v)
 		w.Flush()
 	}
+}
+
+// lockFiles lists the lock files in dir (of Lock and of the writes).
+func lockFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	var locks []string
+	for _, name := range dirNames(t, dir) {
+		if strings.HasSuffix(name, ".lock") || strings.HasSuffix(name, ".wlock") {
+			locks = append(locks, name)
+		}
+	}
+	return locks
+}
+
+// Lock files exist while a lock is held, not one per key ever seen.
+func TestFileStore_LockFilesRemoved(t *testing.T) {
+	if runtime.GOOS == "windows" || runtime.GOOS == "solaris" || runtime.GOOS == "aix" {
+		t.Skip("no flock")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := newClock(t0)
+	a, b := newFileStore(t, dir, c), newFileStore(t, dir, c)
+	const keys = 200
+	for i := range keys {
+		key := fmt.Sprintf("user:%d", i)
+		unlock, err := a.Lock(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			// The name checked for below is the one in use.
+			if locks := lockFiles(t, dir); len(locks) != 1 || locks[0] != filepath.Base(strings.TrimSuffix(recordPath(dir, key), ".tok")+".lock") {
+				t.Fatalf("lock files while a lock is held: %v, want the key's .lock", locks)
+			}
+		}
+		// The writes under the lock, as a refresh makes them.
+		if err := b.CompareAndSet(ctx, key, 0, versioned(1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.CompareAndSet(ctx, key, 0, versioned(2)); !errors.Is(err, tokenstore.ErrConflict) {
+			t.Fatalf("CompareAndSet(old 0) over a live set = %v, want ErrConflict", err)
+		}
+		if err := a.CompareAndSet(ctx, key, 1, versioned(2)); err != nil {
+			t.Fatal(err)
+		}
+		unlock()
+		if err := b.Set(ctx, key, versioned(3)); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := a.Delete(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Get removing dead records takes the write lock too.
+	c.Add(200 * 24 * time.Hour)
+	for i := range keys {
+		if _, err := b.Get(ctx, fmt.Sprintf("user:%d", i)); !errors.Is(err, tokenstore.ErrNotFound) {
+			t.Fatalf("Get of a dead or deleted set = %v, want ErrNotFound", err)
+		}
+	}
+	if names := dirNames(t, dir); len(names) != 0 {
+		t.Fatalf("%d files left after %d keys were locked, written and deleted or expired: %v", len(names), keys, names[:min(len(names), 5)])
+	}
+}
+
+// TestFileStore_LockHammer runs the refresh pattern on several stores of
+// one directory at once: hold Lock, read the set, write its successor with
+// CompareAndSet. Lock files are unlinked on every unlock, so waiters keep
+// finding that the file they locked is gone; if one went ahead on it, two
+// holders would read the same version, one CompareAndSet would conflict,
+// and the count kept beside it (read and written in two steps) would lose
+// increments.
+func TestFileStore_LockHammer(t *testing.T) {
+	if runtime.GOOS == "windows" || runtime.GOOS == "solaris" || runtime.GOOS == "aix" {
+		t.Skip("no flock")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := newClock(t0)
+	stores := []*tokenstore.FileStore{newFileStore(t, dir, c), newFileStore(t, dir, c), newFileStore(t, dir, c), newFileStore(t, dir, c)}
+	keys := []string{"user:a", "user:b"}
+	for _, k := range keys {
+		if err := stores[0].Set(ctx, k, versioned(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const workers, rounds = 8, 40
+	var inside [2]atomic.Int32
+	var count [2]atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			f := stores[w%len(stores)]
+			for i := range rounds {
+				k := (w + i) % len(keys)
+				unlock, err := f.Lock(ctx, keys[k])
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n := inside[k].Add(1); n != 1 {
+					t.Errorf("%d holders of the lock of %s", n, keys[k])
+				}
+				n := count[k].Load()
+				runtime.Gosched()
+				count[k].Store(n + 1)
+				got, err := f.Get(ctx, keys[k])
+				if err == nil {
+					err = f.CompareAndSet(ctx, keys[k], got.Version, versioned(got.Version+1))
+				}
+				if err != nil {
+					t.Errorf("read and write under the lock: %v", err)
+				}
+				inside[k].Add(-1)
+				unlock()
+			}
+		})
+	}
+	wg.Wait()
+	total := int64(0)
+	for k, key := range keys {
+		got, err := stores[1].Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkVersioned(t, got)
+		if got.Version != uint64(1+count[k].Load()) {
+			t.Errorf("%s: version %d after %d increments from 1", key, got.Version, count[k].Load())
+		}
+		total += count[k].Load()
+	}
+	if total != workers*rounds {
+		t.Errorf("%d increments counted, want %d", total, workers*rounds)
+	}
+	if locks := lockFiles(t, dir); len(locks) != 0 {
+		t.Errorf("lock files left: %v", locks)
+	}
+}
+
+// A crash leaves the lock file it held behind; NewFileStore removes those
+// nobody holds, and leaves a held one to its holder.
+func TestFileStore_NewRemovesIdleLocks(t *testing.T) {
+	if runtime.GOOS == "windows" || runtime.GOOS == "solaris" || runtime.GOOS == "aix" {
+		t.Skip("no flock")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := newClock(t0)
+	a := newFileStore(t, dir, c)
+	base := func(key string) string { return strings.TrimSuffix(recordPath(dir, key), ".tok") }
+	left := []string{base("crashed-refresh") + ".lock", base("crashed-write") + ".wlock"}
+	for _, p := range left {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unlock, err := a.Lock(ctx, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newFileStore(t, dir, c)
+	if locks := lockFiles(t, dir); len(locks) != 1 || locks[0] != filepath.Base(base("held")+".lock") {
+		t.Fatalf("lock files after NewFileStore: %v, want only the held one", locks)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	defer cancel()
+	if u, err := b.Lock(tctx, "held"); !errors.Is(err, context.DeadlineExceeded) {
+		if u != nil {
+			u()
+		}
+		t.Fatalf("Lock of a held key after NewFileStore: err = %v, want DeadlineExceeded", err)
+	}
+	unlock()
+	if locks := lockFiles(t, dir); len(locks) != 0 {
+		t.Fatalf("lock files left: %v", locks)
+	}
+}
+
+// casChildEnv, when set, makes TestFileStore_CompareAndSetAcrossProcesses
+// the child: it increments the counter in the store in that directory.
+const casChildEnv = "TOKENSTORE_CAS_CHILD_DIR"
+
+// casIncrements is how many increments each incrementer makes.
+const casIncrements = 40
+
+// casIncrement adds n to the counter kept as the version of the set of key
+// "counter": read it, CompareAndSet its successor, again on a conflict. It
+// returns how many conflicts it met.
+func casIncrement(ctx context.Context, f *tokenstore.FileStore, n int) (conflicts int, err error) {
+	for done := 0; done < n; {
+		got, err := f.Get(ctx, "counter")
+		if err != nil {
+			return conflicts, err
+		}
+		switch err := f.CompareAndSet(ctx, "counter", got.Version, versioned(got.Version+1)); {
+		case err == nil:
+			done++
+		case errors.Is(err, tokenstore.ErrConflict):
+			conflicts++
+		default:
+			return conflicts, err
+		}
+	}
+	return conflicts, nil
+}
+
+// TestFileStore_CompareAndSetAcrossProcesses increments a counter from
+// this process and two children at once, each increment a read and a
+// CompareAndSet from the version read. If compare and write were not
+// atomic across processes, two incrementers would both win from one
+// version and the count would come out short.
+func TestFileStore_CompareAndSetAcrossProcesses(t *testing.T) {
+	if dir := os.Getenv(casChildEnv); dir != "" {
+		casChild(t, dir)
+		return
+	}
+	if runtime.GOOS == "windows" || runtime.GOOS == "solaris" || runtime.GOOS == "aix" {
+		t.Skip("no flock")
+	}
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	f := newFileStore(t, dir, newClock(t0))
+	if err := f.Set(ctx, "counter", versioned(1)); err != nil {
+		t.Fatal(err)
+	}
+	const children, goroutines = 2, 2
+	type child struct {
+		cmd    *exec.Cmd
+		start  io.WriteCloser
+		out    *bufio.Scanner
+		stderr strings.Builder
+	}
+	var kids []*child
+	for range children {
+		k := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestFileStore_CompareAndSetAcrossProcesses$", "-test.count=1")}
+		k.cmd.Env = append(os.Environ(), casChildEnv+"="+dir)
+		k.cmd.Stderr = &k.stderr
+		var err error
+		if k.start, err = k.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		out, err := k.cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.out = bufio.NewScanner(out)
+		if err := k.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { k.cmd.Process.Kill(); k.cmd.Wait() })
+		kids = append(kids, k)
+	}
+	// Everyone starts at once: the children say they are ready, then
+	// wait for a line on stdin.
+	for _, k := range kids {
+		if !k.out.Scan() || k.out.Text() != "ready" {
+			t.Fatalf("child did not get ready: %q %v\n%s", k.out.Text(), k.out.Err(), k.stderr.String())
+		}
+	}
+	for _, k := range kids {
+		fmt.Fprintln(k.start, "go")
+	}
+	var conflicts atomic.Int64
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			n, err := casIncrement(ctx, newFileStore(t, dir, newClock(t0)), casIncrements)
+			conflicts.Add(int64(n))
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, k := range kids {
+		var n int64
+		if !k.out.Scan() {
+			t.Fatalf("child said nothing more: %v\n%s", k.out.Err(), k.stderr.String())
+		}
+		if _, err := fmt.Sscanf(k.out.Text(), "done %d", &n); err != nil {
+			t.Fatalf("child said %q\n%s", k.out.Text(), k.stderr.String())
+		}
+		conflicts.Add(n)
+		if err := k.cmd.Wait(); err != nil {
+			t.Fatalf("child: %v\n%s", err, k.stderr.String())
+		}
+	}
+	got, err := f.Get(ctx, "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkVersioned(t, got)
+	want := uint64(1 + (children+goroutines)*casIncrements)
+	t.Logf("%d incrementers in %d processes, %d conflicts, counter at %d", children+goroutines, 1+children, conflicts.Load(), got.Version)
+	if got.Version != want {
+		t.Fatalf("counter at %d, want %d: increments were lost", got.Version, want)
+	}
+	if locks := lockFiles(t, dir); len(locks) != 0 {
+		t.Errorf("lock files left: %v", locks)
+	}
+}
+
+// casChild is a child of TestFileStore_CompareAndSetAcrossProcesses.
+func casChild(t *testing.T, dir string) {
+	f := newFileStore(t, dir, newClock(t0))
+	fmt.Println("ready")
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		t.Fatal(err) // the parent is gone
+	}
+	n, err := casIncrement(context.Background(), f, casIncrements)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("done", n)
 }

@@ -119,6 +119,23 @@ func TestRedisStore_Contract(t *testing.T) {
 	})
 }
 
+// The instances of one store are RedisStores on one namespace over two
+// clients, as two processes would have.
+func TestRedisStore_CASContract(t *testing.T) {
+	srv := redistest.Start(t)
+	open := func(t *testing.T, c *clock) func() casStore {
+		ns := nextNS()
+		clients := []*redis.Client{srv.Client(t), srv.Client(t)}
+		var n atomic.Int64
+		return func() casStore {
+			rc := clients[n.Add(1)%int64(len(clients))]
+			return newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: c.Now})
+		}
+	}
+	casContract(t, open)
+	t.Run("sealed", func(t *testing.T) { casContract(t, sealedInstances(open)) })
+}
+
 func TestNewRedisStore_Errors(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never contacted
 	defer rc.Close()
@@ -284,127 +301,6 @@ func TestRedisStore_CorruptRecord(t *testing.T) {
 				t.Fatal("the corrupt record was not left in place")
 			}
 		})
-	}
-}
-
-// TestRedisStore_CompareAndSet covers what a stored version (or none)
-// lets through, including versions a float64 cannot tell apart.
-func TestRedisStore_CompareAndSet(t *testing.T) {
-	rc := redistest.Start(t).Client(t)
-	ctx := context.Background()
-	withVersion := func(v uint64) *tokenstore.Token { tok := secretSample(t0); tok.Version = v; return tok }
-	const big = 1<<63 + 1 // 2^63 and 2^63+1 are the same float64
-	tests := []struct {
-		name    string
-		stored  *tokenstore.Token // nil: nothing stored
-		advance time.Duration     // before the CompareAndSet
-		old     uint64
-		ok      bool
-	}{
-		{"absent, old 0: stored", nil, 0, 0, true},
-		{"absent, old 5: conflict", nil, 0, 5, false},
-		{"matching version: replaced", withVersion(5), 0, 5, true},
-		{"stale version: conflict", withVersion(5), 0, 4, false},
-		{"newer version expected: conflict", withVersion(5), 0, 6, false},
-		{"usable set, old 0: conflict", withVersion(5), 0, 0, false},
-		{"usable set of version 0, old 0: replaced", withVersion(0), 0, 0, true},
-		{"dead set, old 0: stored", withVersion(5), 181 * 24 * time.Hour, 0, true},
-		{"dead set, its own version: replaced", withVersion(5), 181 * 24 * time.Hour, 5, true},
-		{"dead set, another version: conflict", withVersion(5), 181 * 24 * time.Hour, 4, false},
-		{"refresh token of unknown lifetime stays usable, old 0: conflict", func() *tokenstore.Token {
-			tok := withVersion(5)
-			tok.RefreshExpiry = time.Time{}
-			return tok
-		}(), 365 * 24 * time.Hour, 0, false},
-		{"access token only, expired, old 0: stored", func() *tokenstore.Token {
-			tok := withVersion(5)
-			tok.RefreshToken, tok.RefreshExpiry = "", time.Time{}
-			return tok
-		}(), time.Hour, 0, true},
-		{"uint64 versions compared exactly: match", withVersion(big), 0, big, true},
-		{"uint64 versions compared exactly: off by one", withVersion(big), 0, big - 1, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, ns := newClock(t0), nextNS()
-			s := newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: c.Now})
-			if tt.stored != nil {
-				if err := s.Set(ctx, "k", tt.stored); err != nil {
-					t.Fatal(err)
-				}
-			}
-			c.Add(tt.advance)
-			next := secretSample(c.Now())
-			next.Version = 77
-			next.AccessToken = "tn_at_S3CRET-NEXT"
-			err := s.CompareAndSet(ctx, "k", tt.old, next)
-			if tt.ok {
-				if err != nil {
-					t.Fatalf("CompareAndSet(old %d) = %v, want success", tt.old, err)
-				}
-				got, err := s.Get(ctx, "k")
-				if err != nil || !equal(got, next) {
-					t.Fatalf("after: Get = %v, %v; want %v", got, err, next)
-				}
-				return
-			}
-			if !errors.Is(err, tokenstore.ErrConflict) {
-				t.Fatalf("CompareAndSet(old %d) = %v, want ErrConflict", tt.old, err)
-			}
-			t.Log(err)
-			checkErrorText(t, err, "S3CRET", "tn_")
-			if tt.stored == nil {
-				if _, err := s.Get(ctx, "k"); !errors.Is(err, tokenstore.ErrNotFound) {
-					t.Fatalf("a refused CompareAndSet stored something: %v", err)
-				}
-				return
-			}
-			raw, err := rc.HGet(ctx, redisName(ns, "tok", "k"), "v").Result()
-			if err != nil || raw != fmt.Sprint(tt.stored.Version) {
-				t.Fatalf("after a refused CompareAndSet the stored version is %q (%v), want %d", raw, err, tt.stored.Version)
-			}
-		})
-	}
-}
-
-// TestRedisStore_CompareAndSetRace fences writers that all read version 1:
-// across two stores on two clients exactly one of them wins.
-func TestRedisStore_CompareAndSetRace(t *testing.T) {
-	srv := redistest.Start(t)
-	ctx := context.Background()
-	ns := nextNS()
-	stores := []*tokenstore.RedisStore{
-		newRedisStore(t, srv.Client(t), tokenstore.RedisOptions{Namespace: ns}),
-		newRedisStore(t, srv.Client(t), tokenstore.RedisOptions{Namespace: ns}),
-	}
-	first := secretSample(time.Now())
-	first.Version = 1
-	if err := stores[0].Set(ctx, "k", first); err != nil {
-		t.Fatal(err)
-	}
-	const writers = 16
-	var won, lost atomic.Int64
-	var wg sync.WaitGroup
-	for i := range writers {
-		wg.Go(func() {
-			tok := secretSample(time.Now())
-			tok.Version = uint64(100 + i)
-			switch err := stores[i%2].CompareAndSet(ctx, "k", 1, tok); {
-			case err == nil:
-				won.Add(1)
-			case errors.Is(err, tokenstore.ErrConflict):
-				lost.Add(1)
-			default:
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if won.Load() != 1 || lost.Load() != writers-1 {
-		t.Fatalf("%d writers won and %d lost, want 1 and %d", won.Load(), lost.Load(), writers-1)
-	}
-	if got, err := stores[1].Get(ctx, "k"); err != nil || got.Version < 100 {
-		t.Fatalf("Get = %v, %v; want the winner's set", got, err)
 	}
 }
 
