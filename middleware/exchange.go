@@ -28,52 +28,6 @@ const maxBody = 1 << 20
 // maxLifetime is the longest expires_in taken at face value.
 const maxLifetime = 365 * 24 * time.Hour
 
-// EndpointError is a failed token-endpoint exchange. Its text names the
-// problem; it never holds a token, a secret or the raw response body.
-type EndpointError struct {
-	// Grant is the grant type of the request.
-	Grant string
-	// Kind is one of "network", "timeout", "status", "rejected" (an RFC 6749
-	// error answer) or "invalid_response".
-	Kind string
-	// Status is the HTTP status, when an answer arrived.
-	Status int
-	// Code and Description are the RFC 6749 error fields, when given.
-	Code, Description string
-	// Err is the cause, when there is one.
-	Err error
-}
-
-func (e *EndpointError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "middleware: %s token request failed: ", e.Grant)
-	switch e.Kind {
-	case "rejected":
-		fmt.Fprintf(&b, "token endpoint answered HTTP %d with error %q", e.Status, e.Code)
-		if e.Description != "" {
-			fmt.Fprintf(&b, " (%s)", e.Description)
-		}
-	case "status":
-		fmt.Fprintf(&b, "token endpoint answered HTTP %d", e.Status)
-	case "timeout":
-		b.WriteString("token endpoint did not answer in time")
-	default:
-		b.WriteString(e.Kind)
-	}
-	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
-	}
-	return b.String()
-}
-
-func (e *EndpointError) Unwrap() error { return e.Err }
-
-// noAnswer reports whether the request got no HTTP answer (the network
-// failed or the timeout ran out): the server may or may not have
-// processed it.
-func (e *EndpointError) noAnswer() bool { return e.Kind == "network" || e.Kind == "timeout" }
-
 // Errors for answers that are not a token, found before x/oauth2 parses.
 var (
 	errBodyTooLarge = errors.New("response body exceeds 1 MiB")
@@ -198,7 +152,7 @@ func (x *exchanger) do(ctx context.Context, grant string, get func(context.Conte
 	}
 	var ee *EndpointError
 	if errors.As(err, &ee) {
-		x.observe(grant, ee.Kind, sent)
+		x.observe(grant, string(ee.Kind), sent)
 	}
 	return nil, err
 }
@@ -214,7 +168,7 @@ func (x *exchanger) observe(grant, outcome string, sent time.Time) {
 // time spent on the wire shortens the token rather than lengthens it.
 func (x *exchanger) validate(grant string, tok *oauth2.Token, sent time.Time, requested []string) (*tokenstore.Token, error) {
 	bad := func(format string, args ...any) error {
-		return &EndpointError{Grant: grant, Kind: "invalid_response", Status: http.StatusOK, Err: fmt.Errorf(format, args...)}
+		return &EndpointError{Grant: grant, Kind: KindInvalidResponse, Status: http.StatusOK, Err: fmt.Errorf(format, args...)}
 	}
 	if tok.AccessToken == "" {
 		return nil, bad("no access_token in the answer")
@@ -287,29 +241,29 @@ func classify(grant string, ctx context.Context, err error) error {
 		e.Status = re.Response.StatusCode
 		e.Code = truncate(re.ErrorCode, 64)
 		e.Description = truncate(re.ErrorDescription, 200)
-		e.Kind = "status" // a server error, whatever its body says
+		e.Kind = KindStatus // a server error, whatever its body says
 		if e.Code != "" && e.Status < 500 {
-			e.Kind = "rejected"
+			e.Kind = KindRejected
 		}
 	case bodyError(err) != nil:
-		e.Kind = "invalid_response"
+		e.Kind = KindInvalidResponse
 		e.Err = bodyError(err)
 	case ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded):
-		e.Kind = "timeout"
+		e.Kind = KindTimeout
 	case errors.Is(err, context.Canceled):
-		e.Kind = "network"
+		e.Kind = KindNetwork
 		e.Err = context.Canceled
 	case errors.As(err, &ue):
-		e.Kind = "network"
+		e.Kind = KindNetwork
 		e.Err = ue.Err
 	case strings.HasPrefix(err.Error(), "oauth2: cannot parse"), strings.HasPrefix(err.Error(), "oauth2: server response missing"):
 		// x/oauth2's own parse errors. Their detail may quote a value of
 		// the body (encoding/json and strconv quote the literal they could
 		// not read): keep the words, not the value.
-		e.Kind = "invalid_response"
+		e.Kind = KindInvalidResponse
 		e.Err = errors.New(elideQuoted(strings.TrimPrefix(err.Error(), "oauth2: ")))
 	default:
-		e.Kind = "network"
+		e.Kind = KindNetwork
 		e.Err = err
 	}
 	return e

@@ -29,27 +29,27 @@ func TestToken_BadEndpointAnswers(t *testing.T) {
 	tests := []struct {
 		name      string
 		responder http.HandlerFunc
-		kind      string // EndpointError.Kind
+		kind      middleware.ErrorKind
 		want      string // in the error text
 	}{
-		{"HTML page", reply(200, "text/html", "<html><body>Maintenance "+leak+"</body></html>"), "invalid_response", "HTML page"},
-		{"HTML without content type", reply(200, "", "<!DOCTYPE html><p>"+leak), "invalid_response", "HTML page"},
-		{"empty body", reply(200, js, ""), "invalid_response", "empty response body"},
-		{"not JSON", reply(200, js, "access_token="+leak), "invalid_response", "cannot parse json"},
-		{"truncated JSON", reply(200, js, `{"access_token":"`+leak+`","token_type":"bea`), "invalid_response", "cannot parse json"},
-		{"no access_token", reply(200, js, `{"token_type":"bearer","expires_in":3600}`), "invalid_response", "missing access_token"},
-		{"token_type mac", reply(200, js, `{"access_token":"`+leak+`","token_type":"mac","expires_in":3600}`), "invalid_response", `token_type "mac" is not Bearer`},
-		{"no token_type", reply(200, js, `{"access_token":"`+leak+`","expires_in":3600}`), "invalid_response", "no token_type"},
-		{"expires_in zero", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":0}`), "invalid_response", "expires_in 0 is not positive"},
-		{"expires_in negative", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":-5}`), "invalid_response", "is not positive"},
-		{"expires_in above a year", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":40000000}`), "invalid_response", "more than a year"},
-		{"expires_in missing", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer"}`), "invalid_response", "no expires_in"},
-		{"expires_in not a number", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":"soon"}`), "invalid_response", "cannot parse json"},
-		{"body over 1 MiB", reply(200, js, `{"access_token":"`+strings.Repeat("a", 1<<20)+`"}`), "invalid_response", "exceeds 1 MiB"},
-		{"500 with HTML", reply(500, "text/html", "<html>"+leak+"</html>"), "status", "HTTP 500"},
-		{"400 invalid_client", reply(401, js, `{"error":"invalid_client","error_description":"client authentication failed"}`), "rejected", `"invalid_client"`},
-		{"200 carrying an error", reply(200, js, `{"error":"invalid_scope"}`), "rejected", `"invalid_scope"`},
-		{"server never answers", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, "timeout", "did not answer in time"},
+		{"HTML page", reply(200, "text/html", "<html><body>Maintenance "+leak+"</body></html>"), middleware.KindInvalidResponse, "HTML page"},
+		{"HTML without content type", reply(200, "", "<!DOCTYPE html><p>"+leak), middleware.KindInvalidResponse, "HTML page"},
+		{"empty body", reply(200, js, ""), middleware.KindInvalidResponse, "empty response body"},
+		{"not JSON", reply(200, js, "access_token="+leak), middleware.KindInvalidResponse, "cannot parse json"},
+		{"truncated JSON", reply(200, js, `{"access_token":"`+leak+`","token_type":"bea`), middleware.KindInvalidResponse, "cannot parse json"},
+		{"no access_token", reply(200, js, `{"token_type":"bearer","expires_in":3600}`), middleware.KindInvalidResponse, "missing access_token"},
+		{"token_type mac", reply(200, js, `{"access_token":"`+leak+`","token_type":"mac","expires_in":3600}`), middleware.KindInvalidResponse, `token_type "mac" is not Bearer`},
+		{"no token_type", reply(200, js, `{"access_token":"`+leak+`","expires_in":3600}`), middleware.KindInvalidResponse, "no token_type"},
+		{"expires_in zero", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":0}`), middleware.KindInvalidResponse, "expires_in 0 is not positive"},
+		{"expires_in negative", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":-5}`), middleware.KindInvalidResponse, "is not positive"},
+		{"expires_in above a year", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":40000000}`), middleware.KindInvalidResponse, "more than a year"},
+		{"expires_in missing", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer"}`), middleware.KindInvalidResponse, "no expires_in"},
+		{"expires_in not a number", reply(200, js, `{"access_token":"`+leak+`","token_type":"bearer","expires_in":"soon"}`), middleware.KindInvalidResponse, "cannot parse json"},
+		{"body over 1 MiB", reply(200, js, `{"access_token":"`+strings.Repeat("a", 1<<20)+`"}`), middleware.KindInvalidResponse, "exceeds 1 MiB"},
+		{"500 with HTML", reply(500, "text/html", "<html>"+leak+"</html>"), middleware.KindStatus, "HTTP 500"},
+		{"400 invalid_client", reply(401, js, `{"error":"invalid_client","error_description":"client authentication failed"}`), middleware.KindRejected, `"invalid_client"`},
+		{"200 carrying an error", reply(200, js, `{"error":"invalid_scope"}`), middleware.KindRejected, `"invalid_scope"`},
+		{"server never answers", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, middleware.KindTimeout, "did not answer in time"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,7 +112,7 @@ func TestToken_NetworkFailures(t *testing.T) {
 		f := newFixture(t, func(c *middleware.Config) { c.TokenURL = "http://127.0.0.1:1/oauth2/token" })
 		_, err := f.gate.Token(context.Background())
 		var ee *middleware.EndpointError
-		if !errors.As(err, &ee) || ee.Kind != "network" || !strings.Contains(err.Error(), "refused") {
+		if !errors.As(err, &ee) || ee.Kind != middleware.KindNetwork || !strings.Contains(err.Error(), "refused") {
 			t.Fatalf("err = %v, want a network error saying refused", err)
 		}
 	})
@@ -121,7 +121,7 @@ func TestToken_NetworkFailures(t *testing.T) {
 		f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultDrop, Count: 1})
 		_, err := f.gate.Token(context.Background())
 		var ee *middleware.EndpointError
-		if !errors.As(err, &ee) || ee.Kind != "network" {
+		if !errors.As(err, &ee) || ee.Kind != middleware.KindNetwork {
 			t.Fatalf("err = %v, want a network error", err)
 		}
 		if strings.Contains(err.Error(), f.srv.URL) {
@@ -149,5 +149,21 @@ func TestProvider_AuthStyle(t *testing.T) {
 	defer g.Close()
 	if _, err := g.Token(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The kinds' values are the Observer's outcome labels and the Caddy
+// metrics' label values: they must not change.
+func TestErrorKind_Labels(t *testing.T) {
+	for kind, label := range map[middleware.ErrorKind]string{
+		middleware.KindNetwork:         "network",
+		middleware.KindTimeout:         "timeout",
+		middleware.KindStatus:          "status",
+		middleware.KindRejected:        "rejected",
+		middleware.KindInvalidResponse: "invalid_response",
+	} {
+		if string(kind) != label {
+			t.Errorf("kind %q, want %q", kind, label)
+		}
 	}
 }
