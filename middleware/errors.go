@@ -42,8 +42,12 @@ type EndpointError struct {
 	Kind ErrorKind
 	// Status is the HTTP status, when an answer arrived.
 	Status int
-	// Code and Description are the RFC 6749 error fields, when given.
-	Code, Description string
+	// Code is the RFC 6749 error code, when given (at most 64 bytes).
+	Code string
+	// Description is the server's error_description made safe to log:
+	// printable ASCII, at most about 100 bytes, with whatever looks like a
+	// token and any credential of the request replaced by "…".
+	Description string
 	// Err is the cause, when there is one.
 	Err error
 }

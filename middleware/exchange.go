@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -110,7 +111,7 @@ func newExchanger(c Config) *exchanger {
 // clientCredentials asks for an application token. ctx should be detached
 // from any one caller; the exchanger adds its own timeout.
 func (x *exchanger) clientCredentials(ctx context.Context) (*tokenstore.Token, error) {
-	return x.do(ctx, "client_credentials", x.cc.Token)
+	return x.do(ctx, "client_credentials", nil, x.cc.Token)
 }
 
 // exchange trades an authorization code (and its PKCE verifier, "" for
@@ -120,7 +121,7 @@ func (x *exchanger) exchange(ctx context.Context, code, verifier string) (*token
 	if verifier != "" {
 		opts = append(opts, oauth2.VerifierOption(verifier))
 	}
-	return x.do(ctx, "authorization_code", func(ctx context.Context) (*oauth2.Token, error) {
+	return x.do(ctx, "authorization_code", []string{code, verifier}, func(ctx context.Context) (*oauth2.Token, error) {
 		return x.oc.Exchange(ctx, code, opts...)
 	})
 }
@@ -128,31 +129,33 @@ func (x *exchanger) exchange(ctx context.Context, code, verifier string) (*token
 // refresh redeems a refresh token. The answer's refresh token replaces it
 // (rotation); a server that sends none leaves the old one in the set.
 func (x *exchanger) refresh(ctx context.Context, refreshToken string) (*tokenstore.Token, error) {
-	return x.do(ctx, "refresh_token", func(ctx context.Context) (*oauth2.Token, error) {
+	return x.do(ctx, "refresh_token", []string{refreshToken}, func(ctx context.Context) (*oauth2.Token, error) {
 		return x.oc.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
 	})
 }
 
 // do runs one token request of grant with the exchanger's timeout and HTTP
-// client, and validates the answer.
-func (x *exchanger) do(ctx context.Context, grant string, get func(context.Context) (*oauth2.Token, error)) (*tokenstore.Token, error) {
+// client, and validates the answer. sent are the request's credentials
+// besides the client secret (a code, a refresh token), kept out of the
+// error should the server quote them.
+func (x *exchanger) do(ctx context.Context, grant string, sent []string, get func(context.Context) (*oauth2.Token, error)) (*tokenstore.Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, x.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, x.client)
-	sent := x.now()
+	at := x.now()
 	tok, err := get(ctx)
 	if err == nil {
 		var t *tokenstore.Token
-		if t, err = x.validate(grant, tok, sent, x.cc.Scopes); err == nil {
-			x.observe(grant, "success", sent)
+		if t, err = x.validate(grant, tok, at, x.cc.Scopes); err == nil {
+			x.observe(grant, "success", at)
 			return t, nil
 		}
 	} else {
-		err = classify(grant, ctx, err)
+		err = x.classify(grant, ctx, err, sent)
 	}
 	var ee *EndpointError
 	if errors.As(err, &ee) {
-		x.observe(grant, string(ee.Kind), sent)
+		x.observe(grant, string(ee.Kind), at)
 	}
 	return nil, err
 }
@@ -231,16 +234,18 @@ func expiresIn(v any) (float64, error) {
 }
 
 // classify turns what x/oauth2 and net/http return into an EndpointError
-// whose text carries no response body and no URL.
-func classify(grant string, ctx context.Context, err error) error {
+// whose text carries no response body, no URL and no credential. sent are
+// the request's credentials besides the client secret.
+func (x *exchanger) classify(grant string, ctx context.Context, err error, sent []string) error {
 	e := &EndpointError{Grant: grant}
+	secrets := append([]string{x.cc.ClientSecret}, sent...)
 	var re *oauth2.RetrieveError
 	var ue *url.Error
 	switch {
 	case errors.As(err, &re):
 		e.Status = re.Response.StatusCode
-		e.Code = truncate(re.ErrorCode, 64)
-		e.Description = truncate(re.ErrorDescription, 200)
+		e.Code = truncate(scrubWord(re.ErrorCode, secrets), 64)
+		e.Description = scrub(re.ErrorDescription, maxDescription, secrets)
 		e.Kind = KindStatus // a server error, whatever its body says
 		if e.Code != "" && e.Status < 500 {
 			e.Kind = KindRejected
@@ -267,6 +272,106 @@ func classify(grant string, ctx context.Context, err error) error {
 		e.Err = err
 	}
 	return e
+}
+
+// maxDescription caps the error_description kept from the server.
+const maxDescription = 100
+
+// minTokenRun is the length from which a run of token characters is taken
+// for a token (or a secret) and not repeated from the server's text.
+const minTokenRun = 16
+
+// scrub makes server text safe for a log line or an error: each of secrets
+// (6 bytes or longer) the text quotes and each run of minTokenRun or more
+// token characters ([A-Za-z0-9._~+/=-]) becomes "…", other bytes outside
+// printable ASCII become a space, and the result is cut at limit bytes
+// (0: no limit) with "…". Runs are found in the whole text, so that the
+// cut never leaves the start of a long token.
+func scrub(s string, limit int, secrets []string) string {
+	const mark = "\x00" // stands for a removed secret until the scan below
+	s = strings.ReplaceAll(s, mark, " ")
+	for _, v := range secrets {
+		if len(v) < 6 {
+			continue
+		}
+		s = strings.ReplaceAll(s, v, mark)
+		if q := url.QueryEscape(v); q != v {
+			s = strings.ReplaceAll(s, q, mark)
+		}
+	}
+	var b strings.Builder
+	write := func(piece string) bool {
+		if limit > 0 && b.Len()+len(piece) > limit {
+			if piece != "…" {
+				b.WriteString(piece[:max(limit-b.Len(), 0)])
+			}
+			b.WriteString("…")
+			return false
+		}
+		b.WriteString(piece)
+		return true
+	}
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == 0:
+			if !write("…") {
+				return b.String()
+			}
+			i++
+		case tokenChar(c):
+			j := i + 1
+			for j < len(s) && tokenChar(s[j]) {
+				j++
+			}
+			piece := s[i:j]
+			if j-i >= minTokenRun {
+				piece = "…"
+			}
+			if !write(piece) {
+				return b.String()
+			}
+			i = j
+		case c >= 0x20 && c < 0x7f:
+			if !write(s[i : i+1]) {
+				return b.String()
+			}
+			i++
+		default: // a control byte or a byte of a multi-byte character
+			if !strings.HasSuffix(b.String(), " ") && !write(" ") {
+				return b.String()
+			}
+			i++
+		}
+	}
+	return b.String()
+}
+
+// scrubWord makes a word the server chose and that is kept whole (an
+// RFC 6749 error code, often longer than minTokenRun, such as
+// "unsupported_grant_type") safe to show: a secret it quotes becomes "…"
+// and bytes outside printable ASCII become "?".
+func scrubWord(s string, secrets []string) string {
+	s = strings.ReplaceAll(s, "\x00", "?")
+	for _, v := range secrets {
+		if len(v) >= 6 {
+			s = strings.ReplaceAll(s, v, "\x00")
+		}
+	}
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == 0:
+			return '…'
+		case r < 0x20 || r >= 0x7f:
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+func tokenChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '.' || c == '_' || c == '~' || c == '+' || c == '/' || c == '=' || c == '-'
 }
 
 // bodyError finds which of limitTransport's errors err wraps, if any.
@@ -306,6 +411,9 @@ func elideQuoted(s string) string {
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

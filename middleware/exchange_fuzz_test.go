@@ -174,7 +174,7 @@ func checkTokenResponse(t *testing.T, status int, ctype string, body []byte) {
 	if ee.Kind != middleware.KindInvalidResponse && ee.Status != status {
 		t.Fatalf("Status %d, the answer was %d: %v", ee.Status, status, err)
 	}
-	if len(ee.Code) > 64+len("…") || len(ee.Description) > 200+len("…") {
+	if len(ee.Code) > 64+len("…") || len(ee.Description) > 100+len("…") {
 		t.Fatalf("RFC 6749 fields not truncated: code %d bytes, description %d bytes", len(ee.Code), len(ee.Description))
 	}
 

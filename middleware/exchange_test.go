@@ -2,11 +2,17 @@ package middleware_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
@@ -166,4 +172,126 @@ func TestErrorKind_Labels(t *testing.T) {
 			t.Errorf("kind %q, want %q", kind, label)
 		}
 	}
+}
+
+// The server's error_description is kept only as printable ASCII, cut
+// at about 100 bytes, with runs that look like tokens and the client
+// secret replaced by "…"; an error code that quotes the secret loses it.
+func TestToken_ErrorDescriptionScrubbed(t *testing.T) {
+	rt := "tn_rt_" + strings.Repeat("Ab9-_", 8)
+	const secret = "s3cr+t/#1" // shorter than a token run, changed by query escaping
+	tests := []struct {
+		name        string
+		code, desc  string
+		wantCode    string
+		wantDesc    string
+		wantInError string
+	}{
+		{"plain words kept", "invalid_client", "client authentication failed", "invalid_client", "client authentication failed",
+			`HTTP 401 with error "invalid_client" (client authentication failed)`},
+		{"client secret quoted", "invalid_client", `client_secret "` + secret + `" is wrong`, "invalid_client", `client_secret "…" is wrong`, ""},
+		{"client secret query-escaped", "invalid_client", "got client_secret=" + url.QueryEscape(secret) + " in the body", "invalid_client", "got client_secret=… in the body", ""},
+		{"a token", "invalid_client", "refresh token " + rt + " was revoked", "invalid_client", "refresh token … was revoked", ""},
+		{"a JWT", "invalid_client", "assertion eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln is expired", "invalid_client", "assertion … is expired", ""},
+		{"15 token characters kept", "invalid_client", "id 0123456789abcde", "invalid_client", "id 0123456789abcde", ""},
+		{"control and non-ASCII bytes", "invalid_client", "bad\r\nrequest\x00\x1b[31m for müller", "invalid_client", "bad request [31m for m ller", ""},
+		{"long text cut", "invalid_client", strings.Repeat("too long ", 40), "invalid_client", strings.Repeat("too long ", 11) + "t…", ""},
+		{"cut does not keep a token's start", "invalid_client", strings.Repeat("x ", 48) + rt, "invalid_client", strings.Repeat("x ", 48) + "…", ""},
+		{"code quoting the secret", "bad_" + secret, "", "bad_…", "", `with error "bad_…"`},
+		{"code with control bytes", "invalid\x1b_client", "", "invalid?_client", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, func(c *middleware.Config) { c.ClientSecret = secret }) // the responder takes any
+			f.srv.SetTokenResponder(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := json.Marshal(map[string]string{"error": tt.code, "error_description": tt.desc})
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnauthorized)
+				w.Write(b)
+			})
+			_, err := f.gate.Token(context.Background())
+			var ee *middleware.EndpointError
+			if !errors.As(err, &ee) || ee.Kind != middleware.KindRejected {
+				t.Fatalf("err = %v, want a rejected EndpointError", err)
+			}
+			if ee.Code != tt.wantCode || ee.Description != tt.wantDesc {
+				t.Errorf("Code %q, Description %q;\nwant %q, %q", ee.Code, ee.Description, tt.wantCode, tt.wantDesc)
+			}
+			if len(ee.Description) > 100+len("…") {
+				t.Errorf("Description is %d bytes", len(ee.Description))
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.wantInError) {
+				t.Errorf("error %q does not say %q", msg, tt.wantInError)
+			}
+			for _, s := range []string{secret, url.QueryEscape(secret), rt, rt[:16], "\x1b", "\x00", "eyJhbGciOiJSUzI1NiJ9"} {
+				if strings.Contains(msg, s) {
+					t.Errorf("error %q holds %q", msg, s)
+				}
+			}
+		})
+	}
+}
+
+// A server that quotes the credentials it refused (the fake's FaultReject
+// with EchoCredentials) gets none of them into an error, a log line at
+// debug level or a client's answer: not the client secret, not the
+// refresh token.
+func TestLogs_ServerQuotesCredentials(t *testing.T) {
+	check := func(t *testing.T, logs []string, err error, body string, secrets ...string) {
+		t.Helper()
+		texts := append(logs, err.Error(), body)
+		for _, s := range secrets {
+			for _, text := range texts {
+				if strings.Contains(text, s) {
+					t.Errorf("%q is in %s", s, text)
+				}
+			}
+		}
+		// What is left of the description is logged: the check above
+		// looked at the right lines.
+		if !strings.Contains(strings.Join(logs, "\n"), `the request was refused: client_secret "…"`) {
+			t.Errorf("no log line with the refusal; logs:\n%s", strings.Join(logs, "\n"))
+		}
+	}
+	lines := func(logs *observer.ObservedLogs) []string {
+		var out []string
+		for _, e := range logs.All() {
+			out = append(out, fmt.Sprintf("%s %v", e.Message, e.ContextMap()))
+		}
+		return out
+	}
+
+	t.Run("client_credentials", func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultReject, Code: "invalid_client", EchoCredentials: true})
+		w := httptest.NewRecorder()
+		f.gate.Wrap(&recorder{}).ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+		_, err := f.gate.Token(context.Background())
+		if err == nil || w.Code != http.StatusServiceUnavailable {
+			t.Fatalf("answer %d, err %v: want a refusal", w.Code, err)
+		}
+		check(t, lines(f.logs), err, w.Body.String(), tasknationtest.DefaultClientSecret)
+	})
+	t.Run("refresh_token", func(t *testing.T) {
+		f := newUserFixture(t, tasknationtest.Options{}, nil)
+		alice := f.browser(t, "alice")
+		alice.connect(f, "tn-alice")
+		tok, _ := f.gate.UserToken(context.Background(), "alice")
+		f.clock.Advance(time.Hour + time.Minute)
+		// A refusal the Gate retries later (invalid_client), then one
+		// that ends the connection (invalid_grant).
+		f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultReject, Code: "invalid_client", EchoCredentials: true, Count: 1})
+		a := alice.api(f)
+		wantUserError(t, a, http.StatusServiceUnavailable, "token_unavailable")
+		_, err := f.gate.UserToken(context.Background(), "alice")
+		if err == nil {
+			t.Fatal("UserToken: no error")
+		}
+		f.clock.Advance(time.Hour) // past the backoff
+		f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultReject, Code: "invalid_grant", EchoCredentials: true, Count: 1})
+		b := alice.api(f)
+		wantUserError(t, b, http.StatusUnauthorized, "reauthorization_required")
+		check(t, lines(f.logs), err, a.body+b.body, tasknationtest.DefaultClientSecret, tok.RefreshToken, tok.AccessToken)
+	})
 }
