@@ -31,6 +31,10 @@ const (
 	// KindInvalidResponse: an answer that is not a usable token (HTML, not
 	// JSON, over 1 MiB, no access_token, not Bearer, a bad expires_in).
 	KindInvalidResponse ErrorKind = "invalid_response"
+	// KindRedirect: a 3xx answer. The token request never follows a
+	// redirect: it would send the client secret, the code or the refresh
+	// token again to wherever the answer points.
+	KindRedirect ErrorKind = "redirect"
 )
 
 // EndpointError is a failed token-endpoint exchange. Its text names the
@@ -50,6 +54,8 @@ type EndpointError struct {
 	Description string
 	// Err is the cause, when there is one.
 	Err error
+
+	location string // the origin a redirect pointed to, for the text
 }
 
 func (e *EndpointError) Error() string {
@@ -65,6 +71,12 @@ func (e *EndpointError) Error() string {
 		fmt.Fprintf(&b, "token endpoint answered HTTP %d", e.Status)
 	case KindTimeout:
 		b.WriteString("token endpoint did not answer in time")
+	case KindRedirect:
+		fmt.Fprintf(&b, "token endpoint answered HTTP %d, a redirect", e.Status)
+		if e.location != "" {
+			fmt.Fprintf(&b, " to %s", e.location)
+		}
+		b.WriteString("; redirects are not followed")
 	default:
 		b.WriteString(string(e.Kind))
 	}
@@ -228,6 +240,8 @@ func describe(e *EndpointError) string {
 		return "the token endpoint refused the request (" + e.Code + ")"
 	case KindInvalidResponse:
 		return "the token endpoint's answer was not a valid token"
+	case KindRedirect:
+		return "the token endpoint answered with a redirect (HTTP " + strconv.Itoa(e.Status) + "), which is not followed"
 	default:
 		return "the token endpoint could not be reached"
 	}

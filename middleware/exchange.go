@@ -36,9 +36,23 @@ var (
 	errHTMLBody     = errors.New("response is an HTML page, not a token")
 )
 
+// redirectError is a 3xx answer of the token endpoint, refused by
+// limitTransport before any client could follow it.
+type redirectError struct {
+	status   int
+	location string // the Location header, as sent
+}
+
+func (e *redirectError) Error() string {
+	return "token endpoint answered HTTP " + strconv.Itoa(e.status) + ", a redirect"
+}
+
 // limitTransport reads the whole token-endpoint answer itself, so that an
 // oversized, empty or HTML answer is named as such instead of surfacing as
-// a JSON syntax error (x/oauth2 silently truncates at 1 MiB).
+// a JSON syntax error (x/oauth2 silently truncates at 1 MiB). It refuses
+// redirects: an http.Client that followed a 307 or 308 would post the
+// client secret, the code or the refresh token again to wherever the
+// answer points, plain http included.
 type limitTransport struct{ base http.RoundTripper }
 
 func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -49,6 +63,12 @@ func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := base.RoundTrip(req)
 	if err != nil {
 		return nil, err
+	}
+	if resp.StatusCode/100 == 3 {
+		// Drain a little so that the connection can be reused.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		return nil, &redirectError{status: resp.StatusCode, location: resp.Header.Get("Location")}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	resp.Body.Close()
@@ -84,8 +104,11 @@ type exchanger struct {
 }
 
 func newExchanger(c Config) *exchanger {
-	hc := *c.HTTPClient
+	hc := *c.HTTPClient // a copy: the caller's client is left as it is
 	hc.Transport = limitTransport{base: c.HTTPClient.Transport}
+	// limitTransport already refuses 3xx answers; this holds should an
+	// answer get past it.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &exchanger{
 		cc: clientcredentials.Config{
 			ClientID:     c.ClientID,
@@ -240,15 +263,25 @@ func (x *exchanger) classify(grant string, ctx context.Context, err error, sent 
 	e := &EndpointError{Grant: grant}
 	secrets := append([]string{x.cc.ClientSecret}, sent...)
 	var re *oauth2.RetrieveError
+	var rd *redirectError
 	var ue *url.Error
 	switch {
+	case errors.As(err, &rd):
+		e.Kind = KindRedirect
+		e.Status = rd.status
+		e.location = origin(rd.location, secrets)
 	case errors.As(err, &re):
 		e.Status = re.Response.StatusCode
 		e.Code = truncate(scrubWord(re.ErrorCode, secrets), 64)
 		e.Description = scrub(re.ErrorDescription, maxDescription, secrets)
-		e.Kind = KindStatus // a server error, whatever its body says
-		if e.Code != "" && e.Status < 500 {
+		switch {
+		case e.Status/100 == 3: // only if a 3xx got past limitTransport
+			e.Kind = KindRedirect
+			e.location = origin(re.Response.Header.Get("Location"), secrets)
+		case e.Code != "" && e.Status < 500:
 			e.Kind = KindRejected
+		default: // a server error, whatever its body says
+			e.Kind = KindStatus
 		}
 	case bodyError(err) != nil:
 		e.Kind = KindInvalidResponse
@@ -349,8 +382,8 @@ func scrub(s string, limit int, secrets []string) string {
 
 // scrubWord makes a word the server chose and that is kept whole (an
 // RFC 6749 error code, often longer than minTokenRun, such as
-// "unsupported_grant_type") safe to show: a secret it quotes becomes "…"
-// and bytes outside printable ASCII become "?".
+// "unsupported_grant_type"; a host name) safe to show: a secret it quotes
+// becomes "…" and bytes outside printable ASCII become "?".
 func scrubWord(s string, secrets []string) string {
 	s = strings.ReplaceAll(s, "\x00", "?")
 	for _, v := range secrets {
@@ -372,6 +405,17 @@ func scrubWord(s string, secrets []string) string {
 func tokenChar(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
 		c == '.' || c == '_' || c == '~' || c == '+' || c == '/' || c == '=' || c == '-'
+}
+
+// origin returns the scheme and host an absolute Location points to, for
+// an operator to see where the token endpoint moved: not its path or
+// query, which may carry anything.
+func origin(location string, secrets []string) string {
+	u, err := url.Parse(location)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return truncate(scrubWord(u.Scheme+"://"+u.Host, secrets), 100)
 }
 
 // bodyError finds which of limitTransport's errors err wraps, if any.

@@ -167,7 +167,7 @@ func checkTokenResponse(t *testing.T, status int, ctype string, body []byte) {
 		t.Fatalf("err = %T %v, want an *UnavailableError wrapping an *EndpointError", err, err)
 	}
 	switch ee.Kind {
-	case middleware.KindStatus, middleware.KindRejected, middleware.KindInvalidResponse:
+	case middleware.KindStatus, middleware.KindRejected, middleware.KindInvalidResponse, middleware.KindRedirect:
 	default:
 		t.Fatalf("Kind %q for an answer that arrived: %v", ee.Kind, err)
 	}

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,9 +169,101 @@ func TestErrorKind_Labels(t *testing.T) {
 		middleware.KindStatus:          "status",
 		middleware.KindRejected:        "rejected",
 		middleware.KindInvalidResponse: "invalid_response",
+		middleware.KindRedirect:        "redirect",
 	} {
 		if string(kind) != label {
 			t.Errorf("kind %q, want %q", kind, label)
+		}
+	}
+}
+
+// The token request never follows a redirect: a 3xx is an error of kind
+// redirect naming the status and the origin it pointed to (not its path
+// or query), and nothing reaches that origin, whatever the status. The
+// caller's http.Client is left as it was.
+func TestToken_RedirectNotFollowed(t *testing.T) {
+	for _, status := range []int{301, 302, 303, 307, 308} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			var arrived atomic.Int64
+			elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				arrived.Add(1)
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(`{"access_token":"tn_at_elsewhere","token_type":"bearer","expires_in":3600}`))
+			}))
+			defer elsewhere.Close()
+			ev := &events{}
+			hc := &http.Client{Timeout: 10 * time.Second}
+			f := newFixture(t, func(c *middleware.Config) { c.HTTPClient, c.Observer = hc, ev })
+			f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultRedirect, Status: status,
+				Location: elsewhere.URL + "/oauth2/token?client_secret=in-the-query"})
+
+			_, err := f.gate.Token(context.Background())
+			var ee *middleware.EndpointError
+			if !errors.As(err, &ee) || ee.Kind != middleware.KindRedirect || ee.Status != status {
+				t.Fatalf("err = %v, want an EndpointError of kind redirect, status %d", err, status)
+			}
+			if n := arrived.Load(); n != 0 {
+				t.Fatalf("%d requests reached the redirect's target", n)
+			}
+			msg := err.Error()
+			want := fmt.Sprintf("token endpoint answered HTTP %d, a redirect to %s; redirects are not followed", status, elsewhere.URL)
+			if !strings.Contains(msg, want) {
+				t.Errorf("error %q does not say %q", msg, want)
+			}
+			if strings.Contains(msg, "/oauth2/token") || strings.Contains(msg, "in-the-query") {
+				t.Errorf("error %q shows the Location's path or query", msg)
+			}
+			if !ev.has("token client_credentials redirect") {
+				t.Errorf("observer outcomes %v, want a redirect", ev.snapshot())
+			}
+			if hc.CheckRedirect != nil || hc.Transport != nil {
+				t.Error("the caller's http.Client was changed")
+			}
+			w := httptest.NewRecorder()
+			f.gate.Wrap(&recorder{}).ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+			body := w.Body.String()
+			if w.Code != http.StatusServiceUnavailable || !strings.Contains(body, fmt.Sprintf("answered with a redirect (HTTP %d), which is not followed", status)) ||
+				strings.Contains(body, elsewhere.URL) {
+				t.Errorf("client saw %d %s", w.Code, body)
+			}
+			if n := arrived.Load(); n != 0 {
+				t.Fatalf("%d requests reached the redirect's target", n)
+			}
+		})
+	}
+}
+
+// A refresh answered 307 is not posted again elsewhere either: the
+// refresh token stays between the Gate and the token endpoint.
+func TestUser_RefreshRedirectNotFollowed(t *testing.T) {
+	var arrived atomic.Int64
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		w.WriteHeader(http.StatusBadRequest)
+	}))
+	defer elsewhere.Close()
+	f := newUserFixture(t, tasknationtest.Options{}, nil)
+	alice := f.browser(t, "alice")
+	alice.connect(f, "tn-alice")
+	tok, _ := f.gate.UserToken(context.Background(), "alice")
+	f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultRedirect, Grant: tasknationtest.GrantRefreshToken, Location: elsewhere.URL + "/token"})
+	f.clock.Advance(time.Hour + time.Minute)
+
+	wantUserError(t, alice.api(f), http.StatusServiceUnavailable, "token_unavailable")
+	_, err := f.gate.UserToken(context.Background(), "alice")
+	var ee *middleware.EndpointError
+	if !errors.As(err, &ee) || ee.Kind != middleware.KindRedirect {
+		t.Fatalf("err = %v, want a redirect EndpointError", err)
+	}
+	if n := arrived.Load(); n != 0 {
+		t.Fatalf("%d requests reached the redirect's target", n)
+	}
+	if n := f.srv.TokenRequests(tasknationtest.GrantRefreshToken); n < 1 {
+		t.Fatalf("%d refresh requests: the test proved nothing", n)
+	}
+	for _, e := range f.logs.All() {
+		if line := fmt.Sprintf("%s %v", e.Message, e.ContextMap()); strings.Contains(line, tok.RefreshToken) {
+			t.Errorf("log line holds the refresh token: %s", line)
 		}
 	}
 }
@@ -294,4 +388,29 @@ func TestLogs_ServerQuotesCredentials(t *testing.T) {
 		wantUserError(t, b, http.StatusUnauthorized, "reauthorization_required")
 		check(t, lines(f.logs), err, a.body+b.body, tasknationtest.DefaultClientSecret, tok.RefreshToken, tok.AccessToken)
 	})
+}
+
+// A redirect's error names where it pointed as scheme and host only, so an
+// operator can fix token_url; a relative Location names nothing.
+func TestToken_RedirectNamesTheOrigin(t *testing.T) {
+	for _, tt := range []struct{ location, want string }{
+		{"https://login.auth-provider.example.com/oauth2/token?code=x#y", "HTTP 307, a redirect to https://login.auth-provider.example.com; redirects are not followed"},
+		{"https://user:pa55word@auth.example.com:8443/t", "a redirect to https://auth.example.com:8443; redirects"},
+		{"/oauth2/v2/token?client_secret=x", "HTTP 307, a redirect; redirects are not followed"},
+		{"https://" + tasknationtest.DefaultClientSecret + ".example.com/", "a redirect to https://….example.com;"},
+	} {
+		t.Run(tt.location, func(t *testing.T) {
+			f := newFixture(t, nil)
+			f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultRedirect, Location: tt.location})
+			_, err := f.gate.Token(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to say %q", err, tt.want)
+			}
+			for _, s := range []string{"pa55word", "code=x", "client_secret=", "/oauth2/", tasknationtest.DefaultClientSecret} {
+				if strings.Contains(err.Error(), s) {
+					t.Errorf("error %q holds %q", err, s)
+				}
+			}
+		})
+	}
 }
