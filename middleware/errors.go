@@ -23,7 +23,7 @@ const (
 	// or may not have processed the request.
 	KindTimeout ErrorKind = "timeout"
 	// KindStatus: an HTTP error status without an RFC 6749 verdict on the
-	// request: a 5xx, or a 4xx without an error code.
+	// request: a 5xx, a 429, or a 4xx without an error code.
 	KindStatus ErrorKind = "status"
 	// KindRejected: an RFC 6749 error answer (Code says which:
 	// invalid_client, invalid_grant, invalid_scope, ...).
@@ -52,6 +52,9 @@ type EndpointError struct {
 	// printable ASCII, at most about 100 bytes, with whatever looks like a
 	// token and any credential of the request replaced by "…".
 	Description string
+	// RetryAfter is the wait the server asked for with Retry-After on a
+	// 429 or 5xx answer (at most 1h); 0 when it asked for none.
+	RetryAfter time.Duration
 	// Err is the cause, when there is one.
 	Err error
 
@@ -79,6 +82,9 @@ func (e *EndpointError) Error() string {
 		b.WriteString("; redirects are not followed")
 	default:
 		b.WriteString(string(e.Kind))
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, " (Retry-After %v)", e.RetryAfter)
 	}
 	if e.Err != nil {
 		b.WriteString(": ")

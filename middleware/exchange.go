@@ -278,10 +278,13 @@ func (x *exchanger) classify(grant string, ctx context.Context, err error, sent 
 		case e.Status/100 == 3: // only if a 3xx got past limitTransport
 			e.Kind = KindRedirect
 			e.location = origin(re.Response.Header.Get("Location"), secrets)
-		case e.Code != "" && e.Status < 500:
+		case e.Code != "" && e.Status < 500 && e.Status != http.StatusTooManyRequests:
 			e.Kind = KindRejected
-		default: // a server error, whatever its body says
+		default: // a server error or throttling, whatever its body says
 			e.Kind = KindStatus
+		}
+		if e.Status == http.StatusTooManyRequests || e.Status >= 500 {
+			e.RetryAfter = retryAfter(re.Response.Header.Get("Retry-After"), x.now())
 		}
 	case bodyError(err) != nil:
 		e.Kind = KindInvalidResponse
@@ -416,6 +419,31 @@ func origin(location string, secrets []string) string {
 		return ""
 	}
 	return truncate(scrubWord(u.Scheme+"://"+u.Host, secrets), 100)
+}
+
+// maxRetryAfter caps the wait a Retry-After header can ask for.
+const maxRetryAfter = time.Hour
+
+// retryAfter parses a Retry-After value (RFC 9110 §10.2.3): delta-seconds
+// or an HTTP-date, read against now. It returns 0 for no value, a value
+// that does not parse or a date in the past, and at most maxRetryAfter.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if strings.Trim(v, "0123456789") == "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n > uint64(maxRetryAfter/time.Second) { // err: too many digits
+			return maxRetryAfter
+		}
+		return time.Duration(n) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	return min(max(t.Sub(now), 0), maxRetryAfter)
 }
 
 // bodyError finds which of limitTransport's errors err wraps, if any.

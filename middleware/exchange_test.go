@@ -390,6 +390,63 @@ func TestLogs_ServerQuotesCredentials(t *testing.T) {
 	})
 }
 
+// Retry-After on a 429 or 5xx answer becomes EndpointError.RetryAfter:
+// delta-seconds or an HTTP-date read against the Gate's clock, at most an
+// hour; 0 when absent, unparsable, in the past, or on another status.
+func TestToken_RetryAfter(t *testing.T) {
+	type when func(now time.Time) string
+	secs := func(s string) when { return func(time.Time) string { return s } }
+	date := func(d time.Duration, layout string) when {
+		return func(now time.Time) string { return now.Add(d).UTC().Format(layout) }
+	}
+	const rfc850 = "Monday, 02-Jan-06 15:04:05 GMT"
+	tests := []struct {
+		name   string
+		fault  tasknationtest.Fault
+		header when
+		want   time.Duration
+		kind   middleware.ErrorKind
+	}{
+		{"503 seconds", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, secs("120"), 2 * time.Minute, middleware.KindStatus},
+		{"429 seconds", tasknationtest.Fault{Kind: tasknationtest.FaultStatus, Status: 429}, secs("120"), 2 * time.Minute, middleware.KindStatus},
+		{"500 zero", tasknationtest.Fault{Kind: tasknationtest.FaultStatus, Status: 500}, secs("0"), 0, middleware.KindStatus},
+		{"an hour", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, secs("3600"), time.Hour, middleware.KindStatus},
+		{"capped at an hour", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, secs("3601"), time.Hour, middleware.KindStatus},
+		{"too many digits", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, secs("99999999999999999999999"), time.Hour, middleware.KindStatus},
+		{"negative", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, secs("-5"), 0, middleware.KindStatus},
+		{"fraction", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, secs("1.5"), 0, middleware.KindStatus},
+		{"words", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, secs("soon"), 0, middleware.KindStatus},
+		{"absent", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, secs(""), 0, middleware.KindStatus},
+		{"HTTP-date", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, date(90*time.Second, http.TimeFormat), 90 * time.Second, middleware.KindStatus},
+		{"RFC 850 date", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, date(30*time.Second, rfc850), 30 * time.Second, middleware.KindStatus},
+		{"asctime date", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, date(30*time.Second, time.ANSIC), 30 * time.Second, middleware.KindStatus},
+		{"date in the past", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, date(-10*time.Second, http.TimeFormat), 0, middleware.KindStatus},
+		{"date past an hour", tasknationtest.Fault{Kind: tasknationtest.FaultStatus}, date(2*time.Hour, http.TimeFormat), time.Hour, middleware.KindStatus},
+		{"not on a 400", tasknationtest.Fault{Kind: tasknationtest.FaultReject, Code: "invalid_request"}, secs("120"), 0, middleware.KindRejected},
+		{"not on a 401", tasknationtest.Fault{Kind: tasknationtest.FaultReject, Code: "invalid_client"}, secs("120"), 0, middleware.KindRejected},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			now := f.clock.Now()
+			f.clock.Advance(now.Truncate(time.Second).Add(time.Second).Sub(now)) // HTTP-dates have whole seconds
+			tt.fault.RetryAfter = tt.header(f.clock.Now())
+			f.srv.InjectFault(tt.fault)
+			_, err := f.gate.Token(context.Background())
+			var ee *middleware.EndpointError
+			if !errors.As(err, &ee) || ee.Kind != tt.kind {
+				t.Fatalf("err = %v, want an EndpointError of kind %s", err, tt.kind)
+			}
+			if ee.RetryAfter != tt.want {
+				t.Errorf("RetryAfter %v for %q, want %v", ee.RetryAfter, tt.fault.RetryAfter, tt.want)
+			}
+			if tt.want > 0 && !strings.Contains(err.Error(), "(Retry-After "+tt.want.String()+")") {
+				t.Errorf("error %q does not say Retry-After %v", err, tt.want)
+			}
+		})
+	}
+}
+
 // A redirect's error names where it pointed as scheme and host only, so an
 // operator can fix token_url; a relative Location names nothing.
 func TestToken_RedirectNamesTheOrigin(t *testing.T) {
