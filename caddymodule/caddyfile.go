@@ -174,7 +174,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "encryption_key":
 			if err = one(&h.EncryptionKey); err == nil && !hasPlaceholder(h.EncryptionKey) {
 				if _, err := tokenstore.ParseKey(h.EncryptionKey); err != nil {
-					return d.Errf("oauth2_token: encryption_key: %s", strings.TrimPrefix(err.Error(), "tokenstore: "))
+					return d.WrapErr(settingError(err))
 				}
 			}
 		case "scopes":
@@ -294,7 +294,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	if err := h.check(); err != nil {
-		return d.Err(err.Error())
+		return d.WrapErr(err)
 	}
 	return nil
 }
@@ -327,13 +327,58 @@ func (h *Handler) check() error {
 	return validate(c)
 }
 
-// validate runs the middleware's checks, with this module's prefix.
+// validate runs the middleware's checks; a refusal is worded as this
+// module's own (see settingError).
 func validate(c middleware.Config) error {
 	if err := c.Validate(); err != nil {
-		return errors.New("oauth2_token: " + strings.TrimPrefix(err.Error(), "middleware: "))
+		return settingError(err)
 	}
 	return nil
 }
+
+// settingError words a setting that the middleware (a *ConfigError) or
+// the token store (a *tokenstore.KeyError) refuses as this module's own
+// error, "oauth2_token: <subdirective> ...", from the fields of theirs,
+// which it wraps. Other errors get the module's prefix.
+func settingError(err error) error {
+	var ce *middleware.ConfigError
+	var ke *tokenstore.KeyError
+	var msg strings.Builder
+	msg.WriteString("oauth2_token: ")
+	switch {
+	case errors.As(err, &ce):
+		msg.WriteString(ce.Field)
+		detail := ce.Reason
+		if ce.Err != nil {
+			if detail != "" {
+				detail += ": "
+			}
+			detail += ce.Err.Error()
+		}
+		switch {
+		case ce.Value != "":
+			fmt.Fprintf(&msg, " %q: %s", ce.Value, detail)
+		case ce.Reason != "":
+			msg.WriteString(" " + detail)
+		default:
+			msg.WriteString(": " + detail)
+		}
+	case errors.As(err, &ke):
+		msg.WriteString("encryption_key: encryption key " + ke.Reason)
+	default:
+		return fmt.Errorf("oauth2_token: %w", err)
+	}
+	return &moduleError{msg: msg.String(), err: err}
+}
+
+// moduleError is an error worded by this module around another package's.
+type moduleError struct {
+	msg string
+	err error
+}
+
+func (e *moduleError) Error() string { return e.msg }
+func (e *moduleError) Unwrap() error { return e.err }
 
 // Interface guard
 var _ caddyfile.Unmarshaler = (*Handler)(nil)

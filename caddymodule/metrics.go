@@ -27,7 +27,7 @@ var metrics = struct {
 }{
 	tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "oauth2_token", Name: "token_requests_total",
-		Help: "Token-endpoint requests by grant and outcome (success, network, timeout, status, rejected, invalid_response).",
+		Help: "Token-endpoint requests by grant and outcome (success, network, timeout, status, rejected, invalid_response, redirect).",
 	}, []string{"grant", "outcome"}),
 	tokenDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "oauth2_token", Name: "token_request_duration_seconds",

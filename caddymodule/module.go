@@ -493,7 +493,7 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 				return c, spec, err
 			}
 			if spec.key, err = tokenstore.ParseKey(key); err != nil {
-				return c, spec, fmt.Errorf("oauth2_token: encryption_key: %s", strings.TrimPrefix(err.Error(), "tokenstore: "))
+				return c, spec, settingError(err)
 			}
 		}
 	}

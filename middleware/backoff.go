@@ -183,7 +183,7 @@ func (g *Gate) failed(key string, err error, holding bool, msg string) *backoff 
 	d := b.failed(&g.cfg, now, err, holding)
 	level := zap.WarnLevel
 	var ee *EndpointError
-	if errors.As(err, &ee) && ee.Kind == "rejected" {
+	if errors.As(err, &ee) && (ee.Kind == KindRejected || ee.Kind == KindRedirect) {
 		level = zap.ErrorLevel // bad credentials or scopes: retrying will not help
 	}
 	g.logger().Log(level, msg, zap.Error(err), zap.Int("failures", b.count()), zap.Duration("retry_in", d))

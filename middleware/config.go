@@ -174,15 +174,15 @@ type Config struct {
 	CacheSizeMB int
 }
 
-// Validate reports the first problem New would find in c. Errors name the
-// field at fault, in the Caddyfile's spelling.
+// Validate reports the first problem New would find in c: a *ConfigError
+// naming the field at fault, in the Caddyfile's spelling.
 func (c Config) Validate() error {
 	_, err := c.withDefaults()
 	return err
 }
 
 // withDefaults validates c and returns it with defaults applied. Errors
-// name the field at fault, in the Caddyfile's spelling.
+// are *ConfigError.
 func (c Config) withDefaults() (Config, error) {
 	if c.Provider.Name == "" {
 		c.Provider = TaskNation
@@ -197,10 +197,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.AuthStyle = oauth2.AuthStyleInHeader
 	}
 	if c.ClientID == "" {
-		return c, errors.New("middleware: client_id is required")
+		return c, &ConfigError{Field: "client_id", Reason: "is required"}
 	}
 	if c.ClientSecret == "" {
-		return c, errors.New("middleware: client_secret is required")
+		return c, &ConfigError{Field: "client_secret", Reason: "is required"}
 	}
 	if err := checkEndpoint("token_url", c.TokenURL); err != nil {
 		return c, err
@@ -215,19 +215,19 @@ func (c Config) withDefaults() (Config, error) {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
 	if c.RequestTimeout < 0 {
-		return c, fmt.Errorf("middleware: request_timeout must be positive, got %v", c.RequestTimeout)
+		return c, &ConfigError{Field: "request_timeout", Reason: fmt.Sprintf("must be positive, got %v", c.RequestTimeout)}
 	}
 	if c.RefreshWindow == 0 {
 		c.RefreshWindow = DefaultRefreshWindow
 	}
 	if c.RefreshWindow <= 0 || c.RefreshWindow >= 1 {
-		return c, fmt.Errorf("middleware: refresh_window must be between 0 and 1 (a fraction of the lifetime), got %v", c.RefreshWindow)
+		return c, &ConfigError{Field: "refresh_window", Reason: fmt.Sprintf("must be between 0 and 1 (a fraction of the lifetime), got %v", c.RefreshWindow)}
 	}
 	if c.ExpiryLeeway == 0 {
 		c.ExpiryLeeway = DefaultExpiryLeeway
 	}
 	if c.ExpiryLeeway < 0 {
-		return c, fmt.Errorf("middleware: expiry_leeway must not be negative, got %v", c.ExpiryLeeway)
+		return c, &ConfigError{Field: "expiry_leeway", Reason: fmt.Sprintf("must not be negative, got %v", c.ExpiryLeeway)}
 	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = DefaultMinBackoff
@@ -236,7 +236,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxBackoff = DefaultMaxBackoff
 	}
 	if c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff {
-		return c, fmt.Errorf("middleware: backoff: need 0 < min_backoff (%v) <= max_backoff (%v)", c.MinBackoff, c.MaxBackoff)
+		return c, &ConfigError{Field: "backoff", Reason: fmt.Sprintf("needs 0 < min_backoff (%v) <= max_backoff (%v)", c.MinBackoff, c.MaxBackoff)}
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -253,7 +253,7 @@ func (c Config) withDefaults() (Config, error) {
 			return c, err
 		}
 	default:
-		return c, fmt.Errorf("middleware: grant: unknown grant %q (want %s or %s)", c.Grant, GrantClientCredentials, GrantAuthorizationCode)
+		return c, &ConfigError{Field: "grant", Value: c.Grant, Reason: fmt.Sprintf("unknown grant (want %s or %s)", GrantClientCredentials, GrantAuthorizationCode)}
 	}
 	if c.Clock == nil {
 		c.Clock = SystemClock{}
@@ -270,17 +270,20 @@ func (c *Config) userDefaults() error {
 		return err
 	}
 	if c.RedirectURI == "" {
-		return errors.New("middleware: redirect_uri is required for the authorization_code grant")
+		return &ConfigError{Field: "redirect_uri", Reason: "is required for the authorization_code grant"}
 	}
 	ru, err := url.Parse(c.RedirectURI)
+	bad := func(reason string) error {
+		return &ConfigError{Field: "redirect_uri", Value: shownURL(c.RedirectURI, ru), Reason: reason}
+	}
 	if err != nil || ru.Host == "" || (ru.Scheme != "https" && ru.Scheme != "http") {
-		return fmt.Errorf("middleware: redirect_uri %q: not an absolute http(s) URL", c.RedirectURI)
+		return bad("not an absolute http(s) URL")
 	}
 	if ru.Scheme == "http" && !isLoopback(ru.Hostname()) {
-		return fmt.Errorf("middleware: redirect_uri %q: http:// is only allowed on loopback hosts; use https://", c.RedirectURI)
+		return bad("http:// is only allowed on loopback hosts; use https://")
 	}
 	if ru.Fragment != "" {
-		return fmt.Errorf("middleware: redirect_uri %q: must not have a fragment", c.RedirectURI)
+		return bad("must not have a fragment")
 	}
 	if c.CallbackPath == "" {
 		c.CallbackPath = ru.Path
@@ -299,17 +302,17 @@ func (c *Config) userDefaults() error {
 		{"connect_path", c.ConnectPath}, {"callback_path", c.CallbackPath}, {"disconnect_path", c.DisconnectPath},
 	} {
 		if !strings.HasPrefix(p.v, "/") {
-			return fmt.Errorf("middleware: %s %q: must start with /", p.field, p.v)
+			return &ConfigError{Field: p.field, Value: p.v, Reason: "must start with /"}
 		}
 		if other, dup := paths[p.v]; dup {
-			return fmt.Errorf("middleware: %s %q: the same path as %s", p.field, p.v, other)
+			return &ConfigError{Field: p.field, Value: p.v, Reason: "the same path as " + other}
 		}
 		paths[p.v] = p.field
 	}
 	if c.ConnectedRedirect != "" {
 		u, err := url.Parse(c.ConnectedRedirect)
 		if err != nil || (u.Host == "" && !strings.HasPrefix(c.ConnectedRedirect, "/")) || strings.HasPrefix(c.ConnectedRedirect, "//") {
-			return fmt.Errorf("middleware: connected_redirect %q: want an absolute URL or a path starting with /", c.ConnectedRedirect)
+			return &ConfigError{Field: "connected_redirect", Value: shownURL(c.ConnectedRedirect, u), Reason: "want an absolute URL or a path starting with /"}
 		}
 	}
 	if !slices.Contains(c.Scopes, ScopeOfflineAccess) {
@@ -329,7 +332,7 @@ func (c *Config) userDefaults() error {
 			*d.v = d.def
 		}
 		if *d.v < 0 {
-			return fmt.Errorf("middleware: %s must be positive, got %v", d.field, *d.v)
+			return &ConfigError{Field: d.field, Reason: fmt.Sprintf("must be positive, got %v", *d.v)}
 		}
 	}
 	if c.MaxPendingStates == 0 {
@@ -341,11 +344,18 @@ func (c *Config) userDefaults() error {
 	if c.MaxCallbackQuery == 0 {
 		c.MaxCallbackQuery = DefaultMaxCallbackQuery
 	}
-	if c.MaxPendingStates < 0 || c.CacheSizeMB < 0 || c.MaxCallbackQuery < 0 {
-		return errors.New("middleware: max_pending_states, cache_size and max_callback_query must be positive")
+	for _, n := range []struct {
+		field string
+		v     int
+	}{
+		{"max_pending_states", c.MaxPendingStates}, {"cache_size", c.CacheSizeMB}, {"max_callback_query", c.MaxCallbackQuery},
+	} {
+		if n.v < 0 {
+			return &ConfigError{Field: n.field, Reason: fmt.Sprintf("must be positive, got %d", n.v)}
+		}
 	}
 	if c.MaxCallbackQuery < 1024 {
-		return fmt.Errorf("middleware: max_callback_query %d is too small for a callback (want at least 1024 bytes)", c.MaxCallbackQuery)
+		return &ConfigError{Field: "max_callback_query", Reason: fmt.Sprintf("%d is too small for a callback (want at least 1024 bytes)", c.MaxCallbackQuery)}
 	}
 	return nil
 }
@@ -354,14 +364,21 @@ func (c *Config) userDefaults() error {
 // (tests, a local sidecar): a secret must not cross a network in clear.
 func checkEndpoint(field, raw string) error {
 	if raw == "" {
-		return fmt.Errorf("middleware: %s is required", field)
+		return &ConfigError{Field: field, Reason: "is required"}
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("middleware: %s: %w", field, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the rest repeats the URL
+		}
+		return &ConfigError{Field: field, Reason: "is not a URL", Err: err}
+	}
+	bad := func(reason string) error {
+		return &ConfigError{Field: field, Value: shownURL(raw, u), Reason: reason}
 	}
 	if u.Host == "" {
-		return fmt.Errorf("middleware: %s %q: not an absolute URL", field, raw)
+		return bad("not an absolute URL")
 	}
 	switch u.Scheme {
 	case "https":
@@ -370,10 +387,22 @@ func checkEndpoint(field, raw string) error {
 		if isLoopback(u.Hostname()) {
 			return nil
 		}
-		return fmt.Errorf("middleware: %s %q: http:// is only allowed on loopback hosts; use https://", field, raw)
+		return bad("http:// is only allowed on loopback hosts; use https://")
 	default:
-		return fmt.Errorf("middleware: %s %q: scheme must be https", field, raw)
+		return bad("scheme must be https")
 	}
+}
+
+// shownURL is raw as an error may show it: without the password of its
+// user info, when it parsed.
+func shownURL(raw string, u *url.URL) string {
+	if u == nil || u.User == nil {
+		return raw
+	}
+	if _, has := u.User.Password(); !has {
+		return raw
+	}
+	return u.Redacted()
 }
 
 func isLoopback(host string) bool {

@@ -3,10 +3,143 @@ package middleware
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
+
+// ErrorKind classifies a failed token request. Its values are the outcome
+// labels an Observer (and the Caddy module's metrics) receives.
+type ErrorKind string
+
+// Kinds of EndpointError.
+const (
+	// KindNetwork: no HTTP answer (refused, reset or dropped connection,
+	// TLS failure). The server may or may not have processed the request.
+	KindNetwork ErrorKind = "network"
+	// KindTimeout: no answer within Config.RequestTimeout. The server may
+	// or may not have processed the request.
+	KindTimeout ErrorKind = "timeout"
+	// KindStatus: an HTTP error status without an RFC 6749 verdict on the
+	// request: a 5xx, a 429, or a 4xx without an error code.
+	KindStatus ErrorKind = "status"
+	// KindRejected: an RFC 6749 error answer (Code says which:
+	// invalid_client, invalid_grant, invalid_scope, ...).
+	KindRejected ErrorKind = "rejected"
+	// KindInvalidResponse: an answer that is not a usable token (HTML, not
+	// JSON, over 1 MiB, no access_token, not Bearer, a bad expires_in).
+	KindInvalidResponse ErrorKind = "invalid_response"
+	// KindRedirect: a 3xx answer. The token request never follows a
+	// redirect: it would send the client secret, the code or the refresh
+	// token again to wherever the answer points.
+	KindRedirect ErrorKind = "redirect"
+)
+
+// EndpointError is a failed token-endpoint exchange. Its text names the
+// problem; it never holds a token, a secret or the raw response body.
+type EndpointError struct {
+	// Grant is the grant type of the request.
+	Grant string
+	// Kind says how the request failed.
+	Kind ErrorKind
+	// Status is the HTTP status, when an answer arrived.
+	Status int
+	// Code is the RFC 6749 error code, when given (at most 64 bytes).
+	Code string
+	// Description is the server's error_description made safe to log:
+	// printable ASCII, at most about 100 bytes, with whatever looks like a
+	// token and any credential of the request replaced by "…".
+	Description string
+	// RetryAfter is the wait the server asked for with Retry-After on a
+	// 429 or 5xx answer (at most 1h); 0 when it asked for none.
+	RetryAfter time.Duration
+	// Err is the cause, when there is one.
+	Err error
+
+	location string // the origin a redirect pointed to, for the text
+}
+
+func (e *EndpointError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "middleware: %s token request failed: ", e.Grant)
+	switch e.Kind {
+	case KindRejected:
+		fmt.Fprintf(&b, "token endpoint answered HTTP %d with error %q", e.Status, e.Code)
+		if e.Description != "" {
+			fmt.Fprintf(&b, " (%s)", e.Description)
+		}
+	case KindStatus:
+		fmt.Fprintf(&b, "token endpoint answered HTTP %d", e.Status)
+	case KindTimeout:
+		b.WriteString("token endpoint did not answer in time")
+	case KindRedirect:
+		fmt.Fprintf(&b, "token endpoint answered HTTP %d, a redirect", e.Status)
+		if e.location != "" {
+			fmt.Fprintf(&b, " to %s", e.location)
+		}
+		b.WriteString("; redirects are not followed")
+	default:
+		b.WriteString(string(e.Kind))
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, " (Retry-After %v)", e.RetryAfter)
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *EndpointError) Unwrap() error { return e.Err }
+
+// noAnswer reports whether the request got no HTTP answer (the network
+// failed or the timeout ran out): the server may or may not have
+// processed it.
+func (e *EndpointError) noAnswer() bool { return e.Kind == KindNetwork || e.Kind == KindTimeout }
+
+// ConfigError is a Config that Validate and New refuse. Field names the
+// setting at fault in the Caddyfile's spelling, so that a front end can
+// word the error its own way.
+type ConfigError struct {
+	// Field is the setting at fault, in the Caddyfile's spelling
+	// ("token_url", "scopes", "redirect_uri", "backoff").
+	Field string
+	// Value is the value at fault, when showing it helps (a URL without
+	// its password, a path, a scope); "" for none. Never a secret.
+	Value string
+	// Reason says what is wrong. With a Value the text reads
+	// `<field> "<value>": <reason>` (`redirect_uri "/cb": not an absolute
+	// http(s) URL`); without one, the reason continues the field's name
+	// (`client_id is required`, `request_timeout must be positive, got -1s`).
+	Reason string
+	// Err is the cause, when there is one.
+	Err error
+}
+
+func (e *ConfigError) Error() string {
+	detail := e.Reason
+	if e.Err != nil {
+		if detail != "" {
+			detail += ": "
+		}
+		detail += e.Err.Error()
+	}
+	switch {
+	case e.Value != "" && detail == "":
+		return fmt.Sprintf("middleware: %s %q", e.Field, e.Value)
+	case e.Value != "":
+		return fmt.Sprintf("middleware: %s %q: %s", e.Field, e.Value, detail)
+	case e.Reason != "":
+		return "middleware: " + e.Field + " " + detail
+	default:
+		return "middleware: " + e.Field + ": " + detail
+	}
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 // UnavailableError is returned when no valid token could be had: the token
 // endpoint failed (or is being backed off) and no cached token is valid.
@@ -105,14 +238,16 @@ func writeJSONError(w http.ResponseWriter, status int, body errorBody) {
 // server text, no URL.
 func describe(e *EndpointError) string {
 	switch e.Kind {
-	case "timeout":
+	case KindTimeout:
 		return "the token endpoint did not answer in time"
-	case "status":
+	case KindStatus:
 		return "the token endpoint answered HTTP " + strconv.Itoa(e.Status)
-	case "rejected":
+	case KindRejected:
 		return "the token endpoint refused the request (" + e.Code + ")"
-	case "invalid_response":
+	case KindInvalidResponse:
 		return "the token endpoint's answer was not a valid token"
+	case KindRedirect:
+		return "the token endpoint answered with a redirect (HTTP " + strconv.Itoa(e.Status) + "), which is not followed"
 	default:
 		return "the token endpoint could not be reached"
 	}

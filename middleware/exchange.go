@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -28,54 +28,6 @@ const maxBody = 1 << 20
 // maxLifetime is the longest expires_in taken at face value.
 const maxLifetime = 365 * 24 * time.Hour
 
-// EndpointError is a failed token-endpoint exchange. Its text names the
-// problem; it never holds a token, a secret or the raw response body.
-type EndpointError struct {
-	// Grant is the grant type of the request.
-	Grant string
-	// Kind is one of "network", "timeout", "status", "rejected" (an RFC 6749
-	// error answer) or "invalid_response".
-	Kind string
-	// Status is the HTTP status, when an answer arrived.
-	Status int
-	// Code and Description are the RFC 6749 error fields, when given.
-	Code, Description string
-	// Err is the cause, when there is one.
-	Err error
-	// RetryAfter is the server's Retry-After, when it sent one.
-	RetryAfter time.Duration
-}
-
-func (e *EndpointError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "middleware: %s token request failed: ", e.Grant)
-	switch e.Kind {
-	case "rejected":
-		fmt.Fprintf(&b, "token endpoint answered HTTP %d with error %q", e.Status, e.Code)
-		if e.Description != "" {
-			fmt.Fprintf(&b, " (%s)", e.Description)
-		}
-	case "status":
-		fmt.Fprintf(&b, "token endpoint answered HTTP %d", e.Status)
-	case "timeout":
-		b.WriteString("token endpoint did not answer in time")
-	default:
-		b.WriteString(e.Kind)
-	}
-	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
-	}
-	return b.String()
-}
-
-func (e *EndpointError) Unwrap() error { return e.Err }
-
-// noAnswer reports whether the request got no HTTP answer (the network
-// failed or the timeout ran out): the server may or may not have
-// processed it.
-func (e *EndpointError) noAnswer() bool { return e.Kind == "network" || e.Kind == "timeout" }
-
 // Errors for answers that are not a token, found before x/oauth2 parses.
 var (
 	errBodyTooLarge = errors.New("response body exceeds 1 MiB")
@@ -83,9 +35,23 @@ var (
 	errHTMLBody     = errors.New("response is an HTML page, not a token")
 )
 
+// redirectError is a 3xx answer of the token endpoint, refused by
+// limitTransport before any client could follow it.
+type redirectError struct {
+	status   int
+	location string // the Location header, as sent
+}
+
+func (e *redirectError) Error() string {
+	return "token endpoint answered HTTP " + strconv.Itoa(e.status) + ", a redirect"
+}
+
 // limitTransport reads the whole token-endpoint answer itself, so that an
 // oversized, empty or HTML answer is named as such instead of surfacing as
-// a JSON syntax error (x/oauth2 silently truncates at 1 MiB).
+// a JSON syntax error (x/oauth2 silently truncates at 1 MiB). It refuses
+// redirects: an http.Client that followed a 307 or 308 would post the
+// client secret, the code or the refresh token again to wherever the
+// answer points, plain http included.
 type limitTransport struct{ base http.RoundTripper }
 
 func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -96,6 +62,12 @@ func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := base.RoundTrip(req)
 	if err != nil {
 		return nil, err
+	}
+	if resp.StatusCode/100 == 3 {
+		// Drain a little so that the connection can be reused.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		return nil, &redirectError{status: resp.StatusCode, location: resp.Header.Get("Location")}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	resp.Body.Close()
@@ -131,8 +103,11 @@ type exchanger struct {
 }
 
 func newExchanger(c Config) *exchanger {
-	hc := *c.HTTPClient
+	hc := *c.HTTPClient // a copy: the caller's client is left as it is
 	hc.Transport = limitTransport{base: c.HTTPClient.Transport}
+	// limitTransport already refuses 3xx answers; this holds should an
+	// answer get past it.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &exchanger{
 		cc: clientcredentials.Config{
 			ClientID:     c.ClientID,
@@ -158,7 +133,7 @@ func newExchanger(c Config) *exchanger {
 // clientCredentials asks for an application token. ctx should be detached
 // from any one caller; the exchanger adds its own timeout.
 func (x *exchanger) clientCredentials(ctx context.Context) (*tokenstore.Token, error) {
-	return x.do(ctx, "client_credentials", x.cc.Token)
+	return x.do(ctx, "client_credentials", nil, x.cc.Token)
 }
 
 // exchange trades an authorization code (and its PKCE verifier, "" for
@@ -168,7 +143,7 @@ func (x *exchanger) exchange(ctx context.Context, code, verifier string) (*token
 	if verifier != "" {
 		opts = append(opts, oauth2.VerifierOption(verifier))
 	}
-	return x.do(ctx, "authorization_code", func(ctx context.Context) (*oauth2.Token, error) {
+	return x.do(ctx, "authorization_code", []string{code, verifier}, func(ctx context.Context) (*oauth2.Token, error) {
 		return x.oc.Exchange(ctx, code, opts...)
 	})
 }
@@ -176,31 +151,33 @@ func (x *exchanger) exchange(ctx context.Context, code, verifier string) (*token
 // refresh redeems a refresh token. The answer's refresh token replaces it
 // (rotation); a server that sends none leaves the old one in the set.
 func (x *exchanger) refresh(ctx context.Context, refreshToken string) (*tokenstore.Token, error) {
-	return x.do(ctx, "refresh_token", func(ctx context.Context) (*oauth2.Token, error) {
+	return x.do(ctx, "refresh_token", []string{refreshToken}, func(ctx context.Context) (*oauth2.Token, error) {
 		return x.oc.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
 	})
 }
 
 // do runs one token request of grant with the exchanger's timeout and HTTP
-// client, and validates the answer.
-func (x *exchanger) do(ctx context.Context, grant string, get func(context.Context) (*oauth2.Token, error)) (*tokenstore.Token, error) {
+// client, and validates the answer. sent are the request's credentials
+// besides the client secret (a code, a refresh token), kept out of the
+// error should the server quote them.
+func (x *exchanger) do(ctx context.Context, grant string, sent []string, get func(context.Context) (*oauth2.Token, error)) (*tokenstore.Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, x.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, x.client)
-	sent := x.now()
+	at := x.now()
 	tok, err := get(ctx)
 	if err == nil {
 		var t *tokenstore.Token
-		if t, err = x.validate(grant, tok, sent, x.cc.Scopes); err == nil {
-			x.observe(grant, "success", sent)
+		if t, err = x.validate(grant, tok, at, x.cc.Scopes); err == nil {
+			x.observe(grant, "success", at)
 			return t, nil
 		}
 	} else {
-		err = classify(grant, ctx, err)
+		err = x.classify(grant, ctx, err, sent)
 	}
 	var ee *EndpointError
 	if errors.As(err, &ee) {
-		x.observe(grant, ee.Kind, sent)
+		x.observe(grant, string(ee.Kind), at)
 	}
 	return nil, err
 }
@@ -216,7 +193,7 @@ func (x *exchanger) observe(grant, outcome string, sent time.Time) {
 // time spent on the wire shortens the token rather than lengthens it.
 func (x *exchanger) validate(grant string, tok *oauth2.Token, sent time.Time, requested []string) (*tokenstore.Token, error) {
 	bad := func(format string, args ...any) error {
-		return &EndpointError{Grant: grant, Kind: "invalid_response", Status: http.StatusOK, Err: fmt.Errorf(format, args...)}
+		return &EndpointError{Grant: grant, Kind: KindInvalidResponse, Status: http.StatusOK, Err: fmt.Errorf(format, args...)}
 	}
 	if tok.AccessToken == "" {
 		return nil, bad("no access_token in the answer")
@@ -255,7 +232,7 @@ func (x *exchanger) validate(grant string, tok *oauth2.Token, sent time.Time, re
 		Expiry:       sent.Add(lifetime),
 		Scopes:       scopes,
 		ObtainedAt:   sent,
-		Version:      rand.Uint64() | 1, // never 0, which means "no token"
+		Version:      newLineage(), // never 0, which means "no token"
 	}, nil
 }
 
@@ -279,42 +256,193 @@ func expiresIn(v any) (float64, error) {
 }
 
 // classify turns what x/oauth2 and net/http return into an EndpointError
-// whose text carries no response body and no URL.
-func classify(grant string, ctx context.Context, err error) error {
+// whose text carries no response body, no URL and no credential. sent are
+// the request's credentials besides the client secret.
+func (x *exchanger) classify(grant string, ctx context.Context, err error, sent []string) error {
 	e := &EndpointError{Grant: grant}
+	secrets := append([]string{x.cc.ClientSecret}, sent...)
 	var re *oauth2.RetrieveError
+	var rd *redirectError
 	var ue *url.Error
 	switch {
+	case errors.As(err, &rd):
+		e.Kind = KindRedirect
+		e.Status = rd.status
+		e.location = origin(rd.location, secrets)
 	case errors.As(err, &re):
 		e.Status = re.Response.StatusCode
-		e.Code = truncate(re.ErrorCode, 64)
-		e.Description = truncate(re.ErrorDescription, 200)
-		e.Kind = "status" // a server error, whatever its body says
-		if e.Code != "" && e.Status < 500 {
-			e.Kind = "rejected"
+		e.Code = truncate(scrubWord(re.ErrorCode, secrets), 64)
+		e.Description = scrub(re.ErrorDescription, maxDescription, secrets)
+		switch {
+		case e.Status/100 == 3: // only if a 3xx got past limitTransport
+			e.Kind = KindRedirect
+			e.location = origin(re.Response.Header.Get("Location"), secrets)
+		case e.Code != "" && e.Status < 500 && e.Status != http.StatusTooManyRequests:
+			e.Kind = KindRejected
+		default: // a server error or throttling, whatever its body says
+			e.Kind = KindStatus
+		}
+		if e.Status == http.StatusTooManyRequests || e.Status >= 500 {
+			e.RetryAfter = retryAfter(re.Response.Header.Get("Retry-After"), x.now())
 		}
 	case bodyError(err) != nil:
-		e.Kind = "invalid_response"
+		e.Kind = KindInvalidResponse
 		e.Err = bodyError(err)
 	case ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded):
-		e.Kind = "timeout"
+		e.Kind = KindTimeout
 	case errors.Is(err, context.Canceled):
-		e.Kind = "network"
+		e.Kind = KindNetwork
 		e.Err = context.Canceled
 	case errors.As(err, &ue):
-		e.Kind = "network"
+		e.Kind = KindNetwork
 		e.Err = ue.Err
 	case strings.HasPrefix(err.Error(), "oauth2: cannot parse"), strings.HasPrefix(err.Error(), "oauth2: server response missing"):
 		// x/oauth2's own parse errors. Their detail may quote a value of
 		// the body (encoding/json and strconv quote the literal they could
 		// not read): keep the words, not the value.
-		e.Kind = "invalid_response"
+		e.Kind = KindInvalidResponse
 		e.Err = errors.New(elideQuoted(strings.TrimPrefix(err.Error(), "oauth2: ")))
 	default:
-		e.Kind = "network"
+		e.Kind = KindNetwork
 		e.Err = err
 	}
 	return e
+}
+
+// maxDescription caps the error_description kept from the server.
+const maxDescription = 100
+
+// minTokenRun is the length from which a run of token characters is taken
+// for a token (or a secret) and not repeated from the server's text.
+const minTokenRun = 16
+
+// scrub makes server text safe for a log line or an error: each of secrets
+// (6 bytes or longer) the text quotes and each run of minTokenRun or more
+// token characters ([A-Za-z0-9._~+/=-]) becomes "…", other bytes outside
+// printable ASCII become a space, and the result is cut at limit bytes
+// (0: no limit) with "…". Runs are found in the whole text, so that the
+// cut never leaves the start of a long token.
+func scrub(s string, limit int, secrets []string) string {
+	const mark = "\x00" // stands for a removed secret until the scan below
+	s = strings.ReplaceAll(s, mark, " ")
+	for _, v := range secrets {
+		if len(v) < 6 {
+			continue
+		}
+		s = strings.ReplaceAll(s, v, mark)
+		if q := url.QueryEscape(v); q != v {
+			s = strings.ReplaceAll(s, q, mark)
+		}
+	}
+	var b strings.Builder
+	write := func(piece string) bool {
+		if limit > 0 && b.Len()+len(piece) > limit {
+			if piece != "…" {
+				b.WriteString(piece[:max(limit-b.Len(), 0)])
+			}
+			b.WriteString("…")
+			return false
+		}
+		b.WriteString(piece)
+		return true
+	}
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == 0:
+			if !write("…") {
+				return b.String()
+			}
+			i++
+		case tokenChar(c):
+			j := i + 1
+			for j < len(s) && tokenChar(s[j]) {
+				j++
+			}
+			piece := s[i:j]
+			if j-i >= minTokenRun {
+				piece = "…"
+			}
+			if !write(piece) {
+				return b.String()
+			}
+			i = j
+		case c >= 0x20 && c < 0x7f:
+			if !write(s[i : i+1]) {
+				return b.String()
+			}
+			i++
+		default: // a control byte or a byte of a multi-byte character
+			if !strings.HasSuffix(b.String(), " ") && !write(" ") {
+				return b.String()
+			}
+			i++
+		}
+	}
+	return b.String()
+}
+
+// scrubWord makes a word the server chose and that is kept whole (an
+// RFC 6749 error code, often longer than minTokenRun, such as
+// "unsupported_grant_type"; a host name) safe to show: a secret it quotes
+// becomes "…" and bytes outside printable ASCII become "?".
+func scrubWord(s string, secrets []string) string {
+	s = strings.ReplaceAll(s, "\x00", "?")
+	for _, v := range secrets {
+		if len(v) >= 6 {
+			s = strings.ReplaceAll(s, v, "\x00")
+		}
+	}
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == 0:
+			return '…'
+		case r < 0x20 || r >= 0x7f:
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+func tokenChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '.' || c == '_' || c == '~' || c == '+' || c == '/' || c == '=' || c == '-'
+}
+
+// origin returns the scheme and host an absolute Location points to, for
+// an operator to see where the token endpoint moved: not its path or
+// query, which may carry anything.
+func origin(location string, secrets []string) string {
+	u, err := url.Parse(location)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return truncate(scrubWord(u.Scheme+"://"+u.Host, secrets), 100)
+}
+
+// maxRetryAfter caps the wait a Retry-After header can ask for.
+const maxRetryAfter = time.Hour
+
+// retryAfter parses a Retry-After value (RFC 9110 §10.2.3): delta-seconds
+// or an HTTP-date, read against now. It returns 0 for no value, a value
+// that does not parse or a date in the past, and at most maxRetryAfter.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if strings.Trim(v, "0123456789") == "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n > uint64(maxRetryAfter/time.Second) { // err: too many digits
+			return maxRetryAfter
+		}
+		return time.Duration(n) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	return min(max(t.Sub(now), 0), maxRetryAfter)
 }
 
 // bodyError finds which of limitTransport's errors err wraps, if any.
@@ -354,6 +482,9 @@ func elideQuoted(s string) string {
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

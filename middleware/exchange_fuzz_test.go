@@ -167,21 +167,21 @@ func checkTokenResponse(t *testing.T, status int, ctype string, body []byte) {
 		t.Fatalf("err = %T %v, want an *UnavailableError wrapping an *EndpointError", err, err)
 	}
 	switch ee.Kind {
-	case "status", "rejected", "invalid_response":
+	case middleware.KindStatus, middleware.KindRejected, middleware.KindInvalidResponse, middleware.KindRedirect:
 	default:
 		t.Fatalf("Kind %q for an answer that arrived: %v", ee.Kind, err)
 	}
-	if ee.Kind != "invalid_response" && ee.Status != status {
+	if ee.Kind != middleware.KindInvalidResponse && ee.Status != status {
 		t.Fatalf("Status %d, the answer was %d: %v", ee.Status, status, err)
 	}
-	if len(ee.Code) > 64+len("…") || len(ee.Description) > 200+len("…") {
+	if len(ee.Code) > 64+len("…") || len(ee.Description) > 100+len("…") {
 		t.Fatalf("RFC 6749 fields not truncated: code %d bytes, description %d bytes", len(ee.Code), len(ee.Description))
 	}
 
 	// The error and log texts with the quoted RFC 6749 fields taken out
 	// must repeat nothing of the body.
 	var quoted []string
-	if ee.Kind == "rejected" {
+	if ee.Kind == middleware.KindRejected {
 		quoted = append(quoted, " with error "+strconv.Quote(ee.Code))
 		if ee.Description != "" {
 			quoted = append(quoted, " ("+ee.Description+")")

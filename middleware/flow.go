@@ -229,7 +229,7 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 	tok, err := g.endpoint.exchange(ctx, code, p.verifier)
 	if err != nil {
 		var ee *EndpointError
-		if errors.As(err, &ee) && ee.Kind == "rejected" && ee.Code == "invalid_grant" {
+		if errors.As(err, &ee) && ee.Kind == KindRejected && ee.Code == "invalid_grant" {
 			fail(http.StatusBadRequest, "invalid_grant", "TaskNation refused the authorization code (expired or already used): connect again")
 			return
 		}

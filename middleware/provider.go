@@ -65,7 +65,7 @@ func (p *Provider) checkScopes(scopes []string) (mixed bool, err error) {
 				valid = append(valid, k)
 			}
 			slices.Sort(valid)
-			return false, fmt.Errorf("middleware: scopes: unknown %s scope %q; valid scopes: %s", p.Name, s, strings.Join(valid, ", "))
+			return false, &ConfigError{Field: "scopes", Value: s, Reason: fmt.Sprintf("unknown %s scope; valid scopes: %s", p.Name, strings.Join(valid, ", "))}
 		}
 		if t != "both" {
 			types[t] = true

@@ -319,10 +319,10 @@ func sameOriginAsFirst(req *http.Request) bool {
 	if first == req {
 		return true
 	}
-	return origin(first) == origin(req)
+	return requestOrigin(first) == requestOrigin(req)
 }
 
-func origin(r *http.Request) string {
+func requestOrigin(r *http.Request) string {
 	scheme, port := strings.ToLower(r.URL.Scheme), r.URL.Port()
 	if port == "" {
 		switch scheme {

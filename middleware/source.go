@@ -312,7 +312,7 @@ func (g *Gate) writeFenced(store tokenstore.Store, key string, old uint64, tok *
 // errExpiredOnArrival is a token that was no longer usable when its answer
 // arrived.
 func errExpiredOnArrival(tok *tokenstore.Token) error {
-	return &EndpointError{Grant: "", Kind: "invalid_response", Status: 200,
+	return &EndpointError{Grant: "", Kind: KindInvalidResponse, Status: 200,
 		Err: fmt.Errorf("the token had expired on arrival (lifetime %v; clock skew or a slow answer)", tok.Lifetime().Round(time.Millisecond))}
 }
 

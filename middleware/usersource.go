@@ -297,7 +297,7 @@ func (u *userSource) rotate(ctx context.Context, key string, cur *tokenstore.Tok
 		return next, nil
 	}
 	var ee *EndpointError
-	if errors.As(err, &ee) && ee.Kind == "rejected" && ee.Code == "invalid_grant" {
+	if errors.As(err, &ee) && ee.Kind == KindRejected && ee.Code == "invalid_grant" {
 		u.forget(key, log, "the authorization server refused the refresh token (invalid_grant)")
 		return nil, u.userError(CodeReauthorizationRequired, "TaskNation refused the refresh token: connect again")
 	}

@@ -113,12 +113,12 @@ func NewSealed(inner Store, key []byte) (*Sealed, error) {
 // ParseKey decodes a Sealed key from configuration: base64 in the standard
 // or URL alphabet, padded or not, surrounding white space ignored; it must
 // decode to exactly 32 bytes (for example the output of
-// "openssl rand -base64 32"). Errors describe the problem without echoing
-// the key.
+// "openssl rand -base64 32"). Errors are *KeyError: they describe the
+// problem without echoing the key.
 func ParseKey(s string) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return nil, errors.New("tokenstore: encryption key is empty")
+		return nil, &KeyError{Reason: "is empty"}
 	}
 	var key []byte
 	var err error
@@ -128,13 +128,23 @@ func ParseKey(s string) ([]byte, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("tokenstore: encryption key is not valid base64 (standard or URL alphabet, %d characters)", len(s))
+		return nil, &KeyError{Reason: fmt.Sprintf("is not valid base64 (standard or URL alphabet, %d characters)", len(s))}
 	}
 	if len(key) != SealKeySize {
-		return nil, fmt.Errorf("tokenstore: encryption key decodes to %d bytes, want %d (generate one with: openssl rand -base64 32)", len(key), SealKeySize)
+		return nil, &KeyError{Reason: fmt.Sprintf("decodes to %d bytes, want %d (generate one with: openssl rand -base64 32)", len(key), SealKeySize)}
 	}
 	return key, nil
 }
+
+// KeyError is an encryption key that ParseKey refuses. Neither it nor its
+// text holds the key.
+type KeyError struct {
+	// Reason continues "encryption key": "is empty", "decodes to 9 bytes,
+	// want 32 (...)".
+	Reason string
+}
+
+func (e *KeyError) Error() string { return "tokenstore: encryption key " + e.Reason }
 
 // Get returns the token set stored under key with its credentials opened.
 // The inner store's errors pass through unchanged (ErrNotFound when there is

@@ -30,12 +30,19 @@
 //
 // Fault knobs (InjectFault, SetLatency, SetTokenResponder), request counters
 // and an injectable clock (Options.Now) let tests drive retries, grace windows
-// and expiry without sleeping. StaleRefreshReuses counts rotated refresh
-// tokens presented after the grace period (the oracle for "the client never
-// reused a rotated refresh token too late") and GraceRefreshReuses those
-// accepted within it; OnTokenAnswer calls a hook once per token request,
-// after its answer was flushed or its connection dropped, for example to
-// kill a client process right after a rotation.
+// and expiry without sleeping. Besides errors, dropped connections and lost
+// answers, a Fault can answer with a redirect (FaultRedirect, to see that a
+// client does not post its credentials again elsewhere), with an RFC 6749
+// error whose error_description quotes the credentials received
+// (FaultReject with EchoCredentials, to see that a client keeps them out of
+// its logs), and with a Retry-After header (Fault.RetryAfter).
+//
+// StaleRefreshReuses counts rotated refresh tokens presented after the
+// grace period (the oracle for "the client never reused a rotated refresh
+// token too late") and GraceRefreshReuses those accepted within it;
+// OnTokenAnswer calls a hook once per token request, after its answer was
+// flushed or its connection dropped, for example to kill a client process
+// right after a rotation.
 //
 // The server never logs tokens or secrets.
 //

@@ -1,11 +1,13 @@
 package tasknationtest
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -31,6 +33,18 @@ const (
 	// token, revokes the old access token, burns the code) and then closes
 	// the connection without answering: the answer is lost on the network.
 	FaultLostAfterRotation
+	// FaultRedirect answers Fault.Status (default 307 Temporary Redirect)
+	// with a Location header of Fault.Location (default: the token
+	// endpoint itself, so that a client that follows it shows as a second
+	// request); the grant is not processed. A client that follows a 307 or
+	// 308 posts its credentials again to Location.
+	FaultRedirect
+	// FaultReject answers the RFC 6749 error Fault.Code (default
+	// invalid_grant) with status Fault.Status (default 401 for
+	// invalid_client, 400 for others); the grant is not processed. With
+	// Fault.EchoCredentials its error_description quotes the credentials
+	// the request carried, as a careless server does.
+	FaultReject
 )
 
 // String returns the name of the kind, e.g. "FaultDrop".
@@ -46,6 +60,10 @@ func (k FaultKind) String() string {
 		return "FaultDrop"
 	case FaultLostAfterRotation:
 		return "FaultLostAfterRotation"
+	case FaultRedirect:
+		return "FaultRedirect"
+	case FaultReject:
+		return "FaultReject"
 	}
 	return fmt.Sprintf("FaultKind(%d)", int(k))
 }
@@ -54,7 +72,9 @@ func (k FaultKind) String() string {
 type Fault struct {
 	// Kind is the failure.
 	Kind FaultKind
-	// Status is the HTTP status for FaultStatus; default 503.
+	// Status is the HTTP status of FaultStatus (default 503), FaultRedirect
+	// (a 3xx, default 307) and FaultReject (default 401 for
+	// invalid_client, 400 for other codes).
 	Status int
 	// Count is how many matching token requests the fault affects; 0 means
 	// every matching request until ClearFaults.
@@ -62,6 +82,20 @@ type Fault struct {
 	// Grant restricts the fault to requests with this grant_type; "" matches
 	// every token request.
 	Grant string
+	// RetryAfter is sent verbatim as the Retry-After header of a
+	// FaultStatus or FaultReject answer ("120", an HTTP-date, or anything
+	// a client's parser should survive); "" sends none.
+	RetryAfter string
+	// Location is where FaultRedirect points; default TokenURL().
+	Location string
+	// Code is the RFC 6749 error code of FaultReject; default
+	// invalid_grant.
+	Code string
+	// EchoCredentials makes FaultReject's error_description quote the
+	// client secret, refresh token, authorization code and code verifier
+	// the request carried, for tests that a client keeps what a server
+	// says about them out of its logs and errors.
+	EchoCredentials bool
 }
 
 type activeFault struct {
@@ -71,16 +105,32 @@ type activeFault struct {
 
 // InjectFault appends f to the fault queue. For each token request the
 // first queued fault whose Grant matches applies and uses up one of its
-// Count. It panics on an unknown Kind or a negative Count.
+// Count. It panics on an unknown Kind, a negative Count or a FaultRedirect
+// Status that is not a 3xx.
 func (s *Server) InjectFault(f Fault) {
-	if f.Kind < FaultNone || f.Kind > FaultLostAfterRotation {
+	if f.Kind < FaultNone || f.Kind > FaultReject {
 		panic(fmt.Sprintf("tasknationtest: InjectFault: unknown kind %v", f.Kind))
 	}
 	if f.Count < 0 {
 		panic("tasknationtest: InjectFault: negative Count")
 	}
-	if f.Kind == FaultStatus && f.Status == 0 {
-		f.Status = http.StatusServiceUnavailable
+	switch f.Kind {
+	case FaultStatus:
+		f.Status = cmp.Or(f.Status, http.StatusServiceUnavailable)
+	case FaultRedirect:
+		f.Status = cmp.Or(f.Status, http.StatusTemporaryRedirect)
+		if f.Status/100 != 3 {
+			panic(fmt.Sprintf("tasknationtest: InjectFault: FaultRedirect with status %d", f.Status))
+		}
+		f.Location = cmp.Or(f.Location, s.TokenURL())
+	case FaultReject:
+		f.Code = cmp.Or(f.Code, "invalid_grant")
+		if f.Status == 0 {
+			f.Status = http.StatusBadRequest
+			if f.Code == "invalid_client" {
+				f.Status = http.StatusUnauthorized
+			}
+		}
 	}
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
@@ -150,6 +200,35 @@ func (s *Server) SetTokenResponder(h http.HandlerFunc) {
 		return
 	}
 	s.responder.Store(&h)
+}
+
+// writeRedirect answers f, a FaultRedirect.
+func writeRedirect(w http.ResponseWriter, f Fault) {
+	w.Header().Set("Location", f.Location)
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(f.Status)
+}
+
+// rejection is the error answer of f, a FaultReject, to r.
+func rejection(r *http.Request, f Fault) *oauthError {
+	desc := "the request was refused"
+	if f.EchoCredentials {
+		var quoted []string
+		_, basicSecret, _ := r.BasicAuth()
+		for _, name := range []string{"client_secret", "refresh_token", "code", "code_verifier"} {
+			v := r.PostForm.Get(name)
+			if name == "client_secret" && v == "" {
+				v = basicSecret
+			}
+			if v != "" {
+				quoted = append(quoted, name+" "+strconv.Quote(v))
+			}
+		}
+		if quoted != nil {
+			desc = "the request was refused: " + strings.Join(quoted, ", ") + " is not valid"
+		}
+	}
+	return &oauthError{status: f.Status, code: f.Code, description: desc}
 }
 
 const garbagePage = `<!DOCTYPE html>

@@ -62,9 +62,22 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := s.takeFault(grant)
+	if f.RetryAfter != "" && (f.Kind == FaultStatus || f.Kind == FaultReject) {
+		w.Header().Set("Retry-After", f.RetryAfter)
+	}
 	switch f.Kind {
 	case FaultStatus:
 		writeOAuthError(w, errf(f.Status, "server_error", "the authorization server is temporarily unavailable"))
+		ev.Status = f.Status
+		s.answered(w, ev)
+		return
+	case FaultRedirect:
+		writeRedirect(w, f)
+		ev.Status = f.Status
+		s.answered(w, ev)
+		return
+	case FaultReject:
+		writeOAuthError(w, rejection(r, f))
 		ev.Status = f.Status
 		s.answered(w, ev)
 		return
