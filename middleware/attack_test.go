@@ -108,6 +108,14 @@ func testAttackClientAuthorization(t *testing.T) {
 		{name: "lower-case key, hand-built request to Wrap", grant: fmApp, via: "handler", set: func(h http.Header) {
 			h["authorization"] = []string{"Bearer client-junk"}
 		}},
+		// Review defect 1a: proxies delete the headers a client's
+		// Connection names, the injected bearer included, and the API's
+		// 401 then cost a token request per client request.
+		{name: "Connection: Authorization", grant: fmApp, via: "wire", set: func(h http.Header) { h.Set("Connection", "Authorization") }},
+		{name: "Connection: keep-alive, authorization", grant: fmApp, via: "wire", set: func(h http.Header) { h.Set("Connection", "keep-alive, authorization") }},
+		{name: "upper-case key, hand-built request to Wrap", grant: fmApp, via: "handler", set: func(h http.Header) {
+			h["AUTHORIZATION"] = []string{"Bearer client-junk"}
+		}},
 		{name: "junk bearer through Transport", grant: fmApp, via: "transport", set: func(h http.Header) { h.Set("Authorization", "Bearer client-junk") }},
 		{name: "lower-case key through Transport", grant: fmApp, via: "transport", set: func(h http.Header) {
 			h["authorization"] = []string{"Bearer client-junk"}
@@ -119,6 +127,7 @@ func testAttackClientAuthorization(t *testing.T) {
 		{name: "login, then a second Authorization", grant: fmUser, via: "wire", set: func(h http.Header) {
 			h["Authorization"] = append(h["Authorization"], "Bearer client-junk")
 		}},
+		{name: "login, and Connection: Authorization", grant: fmUser, via: "wire", set: func(h http.Header) { h.Set("Connection", "Authorization") }},
 	}
 	for _, row := range rows {
 		t.Run(row.name+"/"+string(row.grant), func(t *testing.T) {
