@@ -37,6 +37,9 @@ func TestAttackMatrix(t *testing.T) {
 	t.Run("malformed callback parameters", testAttackMalformedCallback)
 	t.Run("subject spoofing through headers", testAttackSubjectSpoofing)
 	t.Run("no secret in any log line at debug level", testAttackLogs)
+	// Review defect 1b: a client must not make the gateway call the token
+	// endpoint by sending requests to an API path that answers 401.
+	t.Run("an API path that always answers 401", TestDefect1b_401FloodBounded)
 }
 
 // apiSpy is the upstream of a gateway under attack: a real server (so it

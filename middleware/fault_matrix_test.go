@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tasknation/tokengate/internal/fleettest"
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
@@ -276,6 +277,31 @@ func TestFaultMatrix(t *testing.T) {
 			grants:      []fmGrant{fmUser},
 			run:         fmRotationInFlight,
 			needsReplay: true,
+		},
+		{
+			// Review defect 10: after a long outage the exponential
+			// backoff made recovery wait up to MaxBackoff more.
+			name:   "token endpoint down for 2 minutes",
+			grants: fmBoth,
+			run:    fmLongOutage,
+		},
+		// Review defects 2, 3 and 11, on a file store shared by the
+		// gateways of a fleet (internal/fleettest; TestFleetContract runs
+		// them on Redis too, and caddymodule on Caddy storage).
+		{
+			name:   "disconnect racing a refresh on another gateway",
+			grants: []fmGrant{fmUser},
+			run:    func(t *testing.T, _ *fmHarness, _ *verdict) { fleettest.DisconnectRacingRefresh(t, fileStores(t, false)) },
+		},
+		{
+			name:   "clocks skewed ±5s, rotations alternating between gateways",
+			grants: []fmGrant{fmUser},
+			run:    func(t *testing.T, _ *fmHarness, _ *verdict) { fleettest.SkewedRotations(t, fileStores(t, false)) },
+		},
+		{
+			name:   "cold start of 3 gateways sharing a store",
+			grants: []fmGrant{fmApp},
+			run:    func(t *testing.T, _ *fmHarness, _ *verdict) { fleettest.ColdBurstOneToken(t, fileStores(t, false), 3, 300) },
 		},
 	}
 	for _, row := range rows {
@@ -696,6 +722,48 @@ func fmLostAfterRotation(t *testing.T, h *fmHarness, v *verdict) {
 	}
 	if n := h.attempts() - before; n != 0 {
 		v.errorf("%d token requests after the retry, want 0", n)
+	}
+}
+
+// fmLongOutage: the token endpoint answers 503 for 2 minutes while the
+// client holds no valid token; a request every 100ms. The endpoint sees
+// at most one request per 2s (no storm, whatever the outage length), and
+// once it is back the client is served within 3s (2.5 × MinBackoff), for
+// one token request.
+func fmLongOutage(t *testing.T, h *fmHarness, v *verdict) {
+	const tick = 100 * time.Millisecond
+	h.noValidToken()
+	h.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultStatus})
+	var last time.Time
+	for at := time.Duration(0); at < 2*time.Minute; at += tick {
+		before := h.attempts()
+		h.sees(v, fmSees{http.StatusServiceUnavailable, "token_unavailable", ""}, h.do(), fmt.Sprintf("at +%v", at))
+		if h.attempts() > before {
+			if now := h.clock.Now(); !last.IsZero() && now.Sub(last) < fmStepMin {
+				v.errorf("token requests %v apart during the outage, want at least %v", now.Sub(last), fmStepMin)
+			}
+			last = h.clock.Now()
+		}
+		if v.failed() {
+			return
+		}
+		h.clock.Advance(tick)
+	}
+	h.srv.ClearFaults()
+	before := h.attempts()
+	for waited := time.Duration(0); ; waited += tick {
+		if a := h.do(); a.status == http.StatusOK {
+			t.Logf("served %v after the endpoint recovered", waited)
+			break
+		}
+		if waited > 3*time.Second {
+			v.errorf("not served %v after the endpoint recovered", waited)
+			return
+		}
+		h.clock.Advance(tick)
+	}
+	if n := h.attempts() - before; n != 1 {
+		v.errorf("token requests for the recovery: %d, want 1", n)
 	}
 }
 
