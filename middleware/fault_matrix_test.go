@@ -291,7 +291,9 @@ func TestFaultMatrix(t *testing.T) {
 		{
 			name:   "disconnect racing a refresh on another gateway",
 			grants: []fmGrant{fmUser},
-			run:    func(t *testing.T, _ *fmHarness, _ *verdict) { fleettest.DisconnectRacingRefresh(t, fileStores(t, false)) },
+			run: func(t *testing.T, _ *fmHarness, _ *verdict) {
+				fleettest.DisconnectRacingRefresh(t, fileStores(t, false))
+			},
 		},
 		{
 			name:   "clocks skewed ±5s, rotations alternating between gateways",
@@ -301,7 +303,9 @@ func TestFaultMatrix(t *testing.T) {
 		{
 			name:   "cold start of 3 gateways sharing a store",
 			grants: []fmGrant{fmApp},
-			run:    func(t *testing.T, _ *fmHarness, _ *verdict) { fleettest.ColdBurstOneToken(t, fileStores(t, false), 3, 300) },
+			run: func(t *testing.T, _ *fmHarness, _ *verdict) {
+				fleettest.ColdBurstOneToken(t, fileStores(t, false), 3, 300)
+			},
 		},
 	}
 	for _, row := range rows {
