@@ -252,3 +252,18 @@ func describe(e *EndpointError) string {
 		return "the token endpoint could not be reached"
 	}
 }
+
+// storeError is a durable store that could not be read or locked: a
+// client sees 503, the log the cause.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return "middleware: token store: " + e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// errGateClosed is the error of a request that needs a token after Close.
+var errGateClosed = errors.New("middleware: the Gate is closed")
+
+// errClientGone marks a caller whose context ended while it waited.
+var errClientGone = errors.New("middleware: caller's context ended while waiting for a token")
+
+var errNotUserGate = errors.New("middleware: the Gate's grant is client_credentials; subjects need authorization_code")

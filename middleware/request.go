@@ -15,9 +15,6 @@ import (
 // Authorize): credential → setBearer → next, and when the API refuses the
 // token, reject that version and replay once with the next.
 
-// errClientGone marks a caller whose context ended while it waited.
-var errClientGone = errors.New("middleware: caller's context ended while waiting for a token")
-
 // Wrap returns a handler that sets "Authorization: Bearer <token>" on each
 // request, after dropping any Authorization header the client sent, and
 // calls next. When no valid token can be had it answers 503

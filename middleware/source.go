@@ -206,9 +206,6 @@ func (g *Gate) await(ctx context.Context, key string) (held, error) {
 	}
 }
 
-// errGateClosed is the error of a request that needs a token after Close.
-var errGateClosed = errors.New("middleware: the Gate is closed")
-
 // renew runs the source's renew for key inside key's singleflight, as an
 // in-flight refresh that Close lets finish, and turns a panic into an
 // error: a panic inside DoChan cannot be recovered by the caller and
@@ -315,10 +312,3 @@ func errExpiredOnArrival(tok *tokenstore.Token) error {
 	return &EndpointError{Grant: "", Kind: KindInvalidResponse, Status: 200,
 		Err: fmt.Errorf("the token had expired on arrival (lifetime %v; clock skew or a slow answer)", tok.Lifetime().Round(time.Millisecond))}
 }
-
-// storeError is a durable store that could not be read or locked: a
-// client sees 503, the log the cause.
-type storeError struct{ err error }
-
-func (e *storeError) Error() string { return "middleware: token store: " + e.err.Error() }
-func (e *storeError) Unwrap() error { return e.err }

@@ -543,8 +543,6 @@ func SubjectFrom(ctx context.Context) string {
 	return s
 }
 
-var errNotUserGate = errors.New("middleware: the Gate's grant is client_credentials; subjects need authorization_code")
-
 // UserToken returns a valid access token of subject, refreshing it if
 // needed. It blocks only when the subject holds no valid token, and no
 // longer than ctx allows.
