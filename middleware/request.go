@@ -176,28 +176,40 @@ func (g *Gate) subject(r *http.Request) string {
 	return g.cfg.Subject(r)
 }
 
-// setBearer makes v the request's one Authorization header. It drops
-// every other spelling of the key (a hand-built header map may hold
-// "AUTHORIZATION" beside the canonical one, and both would reach the
+// setBearer makes v the request's one Authorization header. It drops the
+// other spellings of the key a hand-built header map may hold beside the
+// canonical one ("authorization", "AUTHORIZATION": both would reach the
 // API), and takes Authorization out of the client's Connection header:
 // proxies delete the headers Connection names as hop-by-hop, the bearer
 // included, so a client could otherwise strip the token and have the
-// API's 401 cost the Gate a token request.
+// API's 401 cost the Gate a token request. Three map lookups, no walk
+// over the map: a request parsed by a server has canonical keys only, and
+// the walk would cost as much as the rest of the hot path. (Transport,
+// which copies the map anyway, drops every spelling.)
 func setBearer(h http.Header, v string) {
-	dropAuthorization(h)
 	// A direct map write: Set would canonicalize the constant key again
 	// on every request.
 	h["Authorization"] = []string{v}
+	if len(h) > 1 {
+		dropOtherSpellings(h)
+	}
 }
 
-// dropAuthorization deletes every spelling of Authorization from h, and
-// Authorization from its Connection list.
+// dropAuthorization deletes the Authorization header of a request that
+// goes nowhere with a token.
 func dropAuthorization(h http.Header) {
 	delete(h, "Authorization")
-	for k := range h {
-		if len(k) == len("Authorization") && strings.EqualFold(k, "Authorization") {
-			delete(h, k)
-		}
+	dropOtherSpellings(h)
+}
+
+// dropOtherSpellings deletes the usual non-canonical spellings of
+// Authorization, and Authorization from the Connection list.
+func dropOtherSpellings(h http.Header) {
+	if _, ok := h["authorization"]; ok {
+		delete(h, "authorization")
+	}
+	if _, ok := h["AUTHORIZATION"]; ok {
+		delete(h, "AUTHORIZATION")
 	}
 	if c, ok := h["Connection"]; ok {
 		unlistAuthorization(h, c)
@@ -271,6 +283,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	*r2 = *req
 	r2.Header = make(http.Header, len(req.Header)+1)
 	for k, v := range req.Header {
+		if len(k) == len("Authorization") && strings.EqualFold(k, "Authorization") {
+			continue // every spelling: the copy walks the map anyway
+		}
 		r2.Header[k] = v
 	}
 	setBearer(r2.Header, h.header)

@@ -108,6 +108,15 @@ func (g *Gate) phaseAt(tok *tokenstore.Token, now time.Time) int32 {
 // when it is usable (starting a refresh in the background when it is
 // due), else the result of the shared refresh.
 func (g *Gate) credential(ctx context.Context, subject string) (held, error) {
+	if a := g.app; a != nil {
+		// The application token's hot path, without the calls through
+		// the interface (a fifth of its cost): one atomic load of the
+		// entry, one of its phase. The rest is the path below.
+		if e := a.cur.Load(); e != nil && e.phase.Load() == phaseFresh {
+			g.cacheLookup(true)
+			return e.h, nil
+		}
+	}
 	key, err := g.src.key(subject)
 	if err != nil {
 		return held{}, err
