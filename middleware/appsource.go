@@ -84,8 +84,10 @@ func (a *appSource) renew(ctx context.Context, key string) (held, error) {
 	}
 	unlock, err := g.lock(ctx, a.store, key)
 	if err != nil {
-		b := g.failed(key, &storeError{err}, holding, "token store lock failed")
-		return held{}, b.unavailable(g.clock.Now(), nil)
+		// The store only spares the fleet token requests: with it down,
+		// a token from the endpoint is better than none.
+		g.logger().Warn("token store lock failed; requesting a token without it", zap.Error(err))
+		unlock = func() {}
 	}
 	defer unlock()
 

@@ -75,8 +75,10 @@ type Config struct {
 	// RequestTimeout bounds one token request. Default: 10s.
 	RequestTimeout time.Duration
 	// RefreshWindow is the fraction of a token's lifetime left when a
-	// background refresh starts (minus up to a quarter more, at random, so
-	// that a fleet does not refresh in step). Default: 0.2.
+	// background refresh starts, plus up to a quarter more drawn from the
+	// token's version: spread across keys, and the same on every instance
+	// of a fleet for one token, so that the store's lock lets one of them
+	// refresh while the others re-read what it stored. Default: 0.2.
 	RefreshWindow float64
 	// ExpiryLeeway treats a token as expired this long before its expiry,
 	// capped at a tenth of its lifetime, so that a token does not run out
@@ -85,8 +87,13 @@ type Config struct {
 	// while one runs, where x/oauth2's 10s delta blocks every caller.
 	// Default: 2s.
 	ExpiryLeeway time.Duration
-	// MinBackoff and MaxBackoff bound the exponential backoff (with
-	// jitter) between failed token requests. Defaults: 1s and 1m.
+	// MinBackoff and MaxBackoff shape the wait after a failed token
+	// request, per key. While a valid token is still held, it grows
+	// exponentially from MinBackoff to MaxBackoff, with jitter; while none
+	// is held (requests are refused), it stays between 2 and 2.5 times
+	// MinBackoff, so that service resumes soon after the endpoint does. A
+	// Retry-After of the endpoint lengthens it, up to MaxBackoff.
+	// Defaults: 1s and 1m.
 	MinBackoff, MaxBackoff time.Duration
 
 	// Store keeps tokens. Default: a new in-memory (bigcache) store, closed

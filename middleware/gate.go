@@ -2,13 +2,19 @@
 // injects them into HTTP requests, as a net/http middleware (Gate.Wrap) or
 // an outbound RoundTripper (Gate.Transport).
 //
-// The hot path, a cached token outside its refresh window, takes no lock,
-// reads no clock and does no I/O: two atomic loads. A token inside its
-// refresh window is refreshed once, in the background, while requests keep
-// using it. Without a valid token, callers share one token request per key
-// (singleflight) run on the Gate's own context, so a caller that goes away
-// does not fail the others. Failed token requests back off exponentially,
-// with jitter, for all callers together.
+// One engine serves both grants: a token source (the application token of
+// client_credentials, or the token sets of subjects of authorization_code)
+// behind one request path (credential, setBearer, next with one replay
+// after a 401 that refuses the token). The hot path, a cached application
+// token outside its refresh window, takes no lock, reads no clock and does
+// no I/O: two atomic loads. A token inside its refresh window is refreshed
+// once, in the background, while requests keep using it. Without a valid
+// token, callers share one token request per key (singleflight) run on the
+// Gate's own context, so a caller that goes away does not fail the
+// others; with a shared store, one per fleet (the store's lock, then a
+// re-read). Every write of a new set to a shared store is a compare-and-set
+// on the version (a generation) it replaces. Failed token requests back
+// off for all callers together (see Config.MinBackoff).
 package middleware
 
 import (

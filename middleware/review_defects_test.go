@@ -382,3 +382,23 @@ func TestDefect10_RecoveryAfterOutage(t *testing.T) {
 		}
 	})
 }
+
+// TestAppToken_StoreLockDown: the store's lock only spares a fleet token
+// requests; with the store down the application token is still requested
+// and served.
+func TestAppToken_StoreLockDown(t *testing.T) {
+	f := newFixture(t, func(c *middleware.Config) { c.Store = lockDown{mustFileStore(t)} })
+	if _, err := f.gate.Token(context.Background()); err != nil {
+		t.Fatalf("with the store's lock failing: %v", err)
+	}
+	if f.logs.FilterMessageSnippet("token store lock failed").Len() == 0 {
+		t.Error("the failed lock was not logged")
+	}
+}
+
+// lockDown is a store whose Lock fails.
+type lockDown struct{ tokenstore.Store }
+
+func (lockDown) Lock(context.Context, string) (func(), error) {
+	return nil, fmt.Errorf("lock down")
+}
