@@ -741,7 +741,7 @@ func testAttackLogs(t *testing.T) {
 		f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultLostAfterRotation, Grant: tasknationtest.GrantRefreshToken, Count: 1})
 		done := make(chan answer, 1)
 		go func() { done <- alice.api(f) }()
-		eventually(t, "the retry's backoff timer", func() bool { return f.clock.pending() > 0 })
+		eventually(t, "the retry's backoff timer", func() bool { return f.clock.Pending() > 0 })
 		f.clock.Advance(time.Second)
 		if a := <-done; a.status != http.StatusOK {
 			t.Fatalf("after a lost answer: %d %s", a.status, a.body)

@@ -670,7 +670,7 @@ func (h *fmHarness) concurrently(n int) []fmAnswer {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("%d of %d requests still unanswered after 30s", n-len(answers), n)
 		}
-		if h.clock.pending() > 0 {
+		if h.clock.Pending() > 0 {
 			h.clock.Advance(max(time.Unix(0, h.clock.lastDue.Load()).Sub(h.clock.Now()), 0))
 		} else {
 			time.Sleep(time.Millisecond) // polling interval, not a wait for state

@@ -3,7 +3,6 @@ package middleware_test
 import (
 	"context"
 	"net/http"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,84 +11,16 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tasknation/tokengate/internal/fleettest"
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
 
 // clock is a settable middleware.Clock shared by a Gate and the fake
-// server. Its timers fire, synchronously, when Advance passes them.
-type clock struct {
-	mu     sync.Mutex
-	t      time.Time
-	timers []*fakeTimer
-}
+// server; its timers fire, synchronously, when Advance passes them.
+type clock = fleettest.Clock
 
-type fakeTimer struct {
-	c       *clock
-	at      time.Time
-	f       func()
-	stopped bool
-}
-
-func newClock() *clock { return &clock{t: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) AfterFunc(d time.Duration, f func()) middleware.Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.t.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := !t.stopped
-	t.stopped = true
-	return was
-}
-
-// pending is the number of timers not yet fired or stopped.
-func (c *clock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, t := range c.timers {
-		if !t.stopped {
-			n++
-		}
-	}
-	return n
-}
-
-// Advance moves the clock and runs the timers that came due, in order.
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	var due, pending []*fakeTimer
-	for _, t := range c.timers {
-		switch {
-		case t.stopped:
-		case !t.at.After(c.t):
-			t.stopped = true
-			due = append(due, t)
-		default:
-			pending = append(pending, t)
-		}
-	}
-	c.timers = pending
-	c.mu.Unlock()
-	slices.SortFunc(due, func(a, b *fakeTimer) int { return a.at.Compare(b.at) })
-	for _, t := range due {
-		t.f()
-	}
-}
+func newClock() *clock { return fleettest.NewClock() }
 
 var appScopes = []string{"demand::categories", "demand::search"}
 

@@ -326,7 +326,7 @@ func TestUser_RefreshRetriedInsideGrace(t *testing.T) {
 	go func() { done <- alice.api(f) }()
 	// The first attempt is lost; redeem waits for its backoff timer.
 	eventually(t, "the retry's backoff timer", func() bool {
-		return f.srv.TokenRequests(tasknationtest.GrantRefreshToken) == 1 && f.clock.pending() > 0
+		return f.srv.TokenRequests(tasknationtest.GrantRefreshToken) == 1 && f.clock.Pending() > 0
 	})
 	f.clock.Advance(time.Second)
 	a := <-done
@@ -359,7 +359,7 @@ func TestUser_RefreshGivesUpAfterGrace(t *testing.T) {
 		case a = <-done:
 			waiting = false
 		default:
-			if f.clock.pending() > 0 {
+			if f.clock.Pending() > 0 {
 				f.clock.Advance(time.Second)
 			}
 			time.Sleep(time.Millisecond) // polling interval
@@ -510,7 +510,7 @@ func TestUser_LogsNoSecrets(t *testing.T) {
 	f.srv.InjectFault(tasknationtest.Fault{Kind: tasknationtest.FaultLostAfterRotation, Grant: tasknationtest.GrantRefreshToken, Count: 1})
 	done := make(chan answer, 1)
 	go func() { done <- alice.api(f) }()
-	eventually(t, "the retry's backoff timer", func() bool { return f.clock.pending() > 0 })
+	eventually(t, "the retry's backoff timer", func() bool { return f.clock.Pending() > 0 })
 	f.clock.Advance(time.Second)
 	if a := <-done; a.status != 200 {
 		t.Fatalf("refresh: %d %s", a.status, a.body)

@@ -86,6 +86,19 @@ func (t *timer) Stop() bool {
 	return was
 }
 
+// Pending is the number of timers not yet fired or stopped.
+func (c *Clock) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, t := range c.timers {
+		if !t.stopped {
+			n++
+		}
+	}
+	return n
+}
+
 // Advance moves the clock and runs the timers that came due, in order.
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
