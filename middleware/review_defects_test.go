@@ -402,3 +402,55 @@ type lockDown struct{ tokenstore.Store }
 func (lockDown) Lock(context.Context, string) (func(), error) {
 	return nil, fmt.Errorf("lock down")
 }
+
+// TestUser_StoreMissedRotations: the store fails the writes of two
+// rotations in a row (the second one's compare-and-set meets the set the
+// store still holds, two generations back): the user is served throughout
+// from memory, the newest set reaches the store once it works again, and
+// no rotated refresh token is ever presented again.
+func TestUser_StoreMissedRotations(t *testing.T) {
+	file := mustFileStore(t)
+	store := &failingWrites{FileStore: file}
+	f := newUserFixture(t, tasknationtest.Options{}, func(c *middleware.Config) { c.Store = store })
+	alice := f.browser(t, "alice")
+	alice.connect(f, "tn-alice")
+	for round, fail := range []int64{1 << 20, 3, 0} {
+		store.fail.Store(fail) // writes that fail from now on
+		f.clock.Advance(time.Hour + time.Minute)
+		if a := alice.api(f); a.status != http.StatusOK || a.json["subject"] != "tn-alice" {
+			t.Fatalf("round %d: %d %s", round, a.status, a.body)
+		}
+	}
+	if n := f.srv.TokenRequests(tasknationtest.GrantRefreshToken); n != 3 {
+		t.Errorf("refreshes = %d, want 3", n)
+	}
+	if s, g := f.srv.StaleRefreshReuses(), f.srv.GraceRefreshReuses(); s+g != 0 {
+		t.Errorf("a rotated refresh token was presented again (%d stale, %d in grace)", s, g)
+	}
+	stored, err := file.Get(context.Background(), middleware.SubjectKeyForTest(f.gate, "alice"))
+	if err != nil || !f.srv.Active(stored.AccessToken) {
+		t.Errorf("the store does not hold the live set (err %v)", err)
+	}
+}
+
+// failingWrites is a file store whose next fail writes fail.
+type failingWrites struct {
+	*tokenstore.FileStore
+	fail atomic.Int64
+}
+
+func (s *failingWrites) failing() bool { return s.fail.Add(-1) >= 0 }
+
+func (s *failingWrites) Set(ctx context.Context, key string, tok *tokenstore.Token) error {
+	if s.failing() {
+		return fmt.Errorf("disk full")
+	}
+	return s.FileStore.Set(ctx, key, tok)
+}
+
+func (s *failingWrites) CompareAndSet(ctx context.Context, key string, old uint64, tok *tokenstore.Token) error {
+	if s.failing() {
+		return fmt.Errorf("disk full")
+	}
+	return s.FileStore.CompareAndSet(ctx, key, old, tok)
+}

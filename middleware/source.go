@@ -208,6 +208,9 @@ func (g *Gate) await(ctx context.Context, key string) (held, error) {
 		if h, ok := r.Val.(held); ok {
 			return h, nil
 		}
+		if g.users == nil {
+			return held{}, &UnavailableError{RetryAfter: time.Second, Err: errors.New("middleware: no token from the refresh")}
+		}
 		// Joined a Disconnect of this subject.
 		return held{}, g.users.userError(CodeNotConnected, "no TaskNation account is connected for this user")
 	case <-ctx.Done():

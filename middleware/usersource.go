@@ -316,7 +316,7 @@ func (u *userSource) persist(ctx context.Context, key string, cur, next *tokenst
 		err := u.g.writeFenced(u.durable, key, cur.Version, next)
 		switch {
 		case errors.Is(err, tokenstore.ErrConflict):
-			return u.fenced(ctx, key, cur, log)
+			return u.fenced(ctx, key, cur, next, log)
 		case err != nil:
 			// The old refresh token is spent (or soon will be): losing
 			// the new one would log the user out. Keep it in memory
@@ -350,10 +350,26 @@ func (u *userSource) persist(ctx context.Context, key string, cur, next *tokenst
 // lapsed (its set is the one every instance uses; ours, issued in the
 // same grace window, is dropped), or the subject was disconnected
 // meanwhile (and stays so).
-func (u *userSource) fenced(ctx context.Context, key string, cur *tokenstore.Token, log *zap.Logger) (held, error) {
+//
+// A third case: cur was a set of ours the store never got (its writes
+// failed), and the store holds the set cur descends from: next is then
+// written over it.
+func (u *userSource) fenced(ctx context.Context, key string, cur, next *tokenstore.Token, log *zap.Logger) (held, error) {
 	u.unreject(key, cur.Version)
 	u.unpersisted.Delete(key)
 	newer, err := u.durable.Get(ctx, key)
+	if err == nil && descends(next, newer) && newer.Version != cur.Version {
+		werr := u.g.writeFenced(u.durable, key, newer.Version, next)
+		if werr != nil && !errors.Is(werr, tokenstore.ErrConflict) {
+			log.Error("token store write failed after a rotation; the new token set is held in memory only", zap.Error(werr))
+			u.unpersisted.Store(key, next)
+		}
+		if werr == nil || !errors.Is(werr, tokenstore.ErrConflict) {
+			u.g.backoffs.reset(key)
+			return u.serve(key, next, log), nil
+		}
+		newer, err = u.durable.Get(ctx, key)
+	}
 	switch {
 	case err == nil:
 		log.Warn("another instance refreshed this subject while our lease had lapsed; using its token set")
