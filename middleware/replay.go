@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -29,26 +30,90 @@ type ReplayObserver interface {
 	Replay()
 }
 
-// prepareReplay makes r's body readable twice when it is small enough and
-// reports whether r can be replayed.
-func (g *Gate) prepareReplay(r *http.Request) bool {
+// prepareReplay arranges for r to be replayable after a held 401 and
+// reports whether it may be: a request without a body, or with a GetBody,
+// always is. Any other body streams to the API as it arrives (nothing is
+// read ahead: a client that sends one message and waits for the answer
+// before the next must not hang), through a keptBody that keeps what
+// passed, up to MaxReplayBody; kept is that body (nil when none is
+// needed), and whether the replay can be made is known only when the 401
+// comes: when the whole body passed and fit.
+func (g *Gate) prepareReplay(r *http.Request) (kept *keptBody, replayable bool) {
 	if r.Body == nil || r.Body == http.NoBody || r.GetBody != nil {
-		return true
+		return nil, true
 	}
 	max := g.cfg.MaxReplayBody
 	if max <= 0 || r.ContentLength > max {
-		return false
+		return nil, false
 	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, max+1))
-	if err != nil || int64(len(buf)) > max {
-		// Too big (or unreadable): send what was read, then the rest, once.
-		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-		return false
+	kept = &keptBody{src: r.Body, max: max, length: r.ContentLength}
+	r.Body = kept
+	return kept, true
+}
+
+// keptBody is a request body that passes through as it is read and keeps
+// what passed, up to max bytes. It may be read by the API's transport in
+// a goroutine of its own, so its state is behind a mutex (never held
+// across a read of the source).
+type keptBody struct {
+	src    io.ReadCloser
+	max    int64
+	length int64 // the request's ContentLength: -1 when unknown
+
+	mu       sync.Mutex
+	buf      []byte
+	overflow bool // more than max passed: the replay cannot be made
+	eof      bool // the source is exhausted
+	replaced bool // a replay took over: reads of this one end
+}
+
+var errBodyReplaced = errors.New("middleware: the request body was handed to a replay")
+
+func (k *keptBody) Read(p []byte) (int, error) {
+	k.mu.Lock()
+	done := k.replaced
+	k.mu.Unlock()
+	if done {
+		return 0, errBodyReplaced
 	}
-	r.Body.Close()
-	r.Body = io.NopCloser(bytes.NewReader(buf))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-	return true
+	n, err := k.src.Read(p)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if n > 0 && !k.overflow {
+		if int64(len(k.buf)+n) > k.max {
+			k.overflow, k.buf = true, nil
+		} else {
+			k.buf = append(k.buf, p[:n]...)
+		}
+	}
+	if err == io.EOF {
+		k.eof = true
+	}
+	return n, err
+}
+
+// Close leaves the source open: the server closes the request's body when
+// the handler returns, and a replay may still need it.
+func (k *keptBody) Close() error { return nil }
+
+// complete reports whether all of the body passed, and fit: then it can be
+// sent again as it was.
+func (k *keptBody) complete() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return !k.overflow && (k.eof || (k.length >= 0 && int64(len(k.buf)) == k.length))
+}
+
+// again returns the body for the replay, when the whole body passed, and
+// ends reads of this one.
+func (k *keptBody) again() (io.ReadCloser, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.overflow || !(k.eof || (k.length >= 0 && int64(len(k.buf)) == k.length)) {
+		return nil, false
+	}
+	k.replaced = true
+	return io.NopCloser(bytes.NewReader(k.buf)), true
 }
 
 type readCloser struct {
@@ -65,6 +130,7 @@ type holdWriter struct {
 	w        http.ResponseWriter
 	saved    http.Header // w's header before next ran, when it had any
 	canHold  bool
+	kept     *keptBody // the request's body, when it must have passed whole to be replayed
 	wrote    bool
 	held     bool   // a refusing 401 is held back
 	rejected bool   // a refusing 401 went out (not replayable, or too big to hold)
@@ -77,8 +143,8 @@ const maxHeldBody = 16 << 10
 
 var holdPool = sync.Pool{New: func() any { return new(holdWriter) }}
 
-func (h *holdWriter) reset(w http.ResponseWriter, canHold bool) {
-	*h = holdWriter{w: w, canHold: canHold, body: h.body[:0]}
+func (h *holdWriter) reset(w http.ResponseWriter, canHold bool, kept *keptBody) {
+	*h = holdWriter{w: w, canHold: canHold, kept: kept, body: h.body[:0]}
 	if hdr := w.Header(); len(hdr) > 0 && canHold {
 		h.saved = hdr.Clone() // what to go back to if the answer is held
 	}
@@ -89,7 +155,7 @@ func (h *holdWriter) put() {
 	if cap(h.body) > maxHeldBody {
 		h.body = nil
 	}
-	h.w, h.saved = nil, nil
+	h.w, h.saved, h.kept = nil, nil, nil
 	holdPool.Put(h)
 }
 
@@ -105,7 +171,7 @@ func (h *holdWriter) WriteHeader(code int) {
 	}
 	h.wrote = true
 	if code == http.StatusUnauthorized && challengeRefusesToken(h.w.Header()) {
-		if h.canHold {
+		if h.canHold && (h.kept == nil || h.kept.complete()) {
 			h.held = true
 			return
 		}

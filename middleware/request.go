@@ -65,9 +65,9 @@ func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, nex
 		return nil
 	}
 	setBearer(r.Header, h.header)
-	replayable := g.prepareReplay(r)
+	kept, replayable := g.prepareReplay(r)
 	rw := holdPool.Get().(*holdWriter)
-	rw.reset(w, replayable)
+	rw.reset(w, replayable, kept)
 	defer rw.put()
 	err = next(rw, r)
 	if !rw.held {
@@ -83,7 +83,14 @@ func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, nex
 		// a 503 of ours.
 		return errors.Join(err, rw.release())
 	}
-	if r.GetBody != nil {
+	switch {
+	case kept != nil:
+		body, ok := kept.again()
+		if !ok {
+			return errors.Join(err, rw.release())
+		}
+		r.Body = body
+	case r.GetBody != nil:
 		body, berr := r.GetBody()
 		if berr != nil {
 			return errors.Join(err, rw.release())
