@@ -128,7 +128,12 @@ type readCloser struct {
 // when no replay can be made.
 type holdWriter struct {
 	w        http.ResponseWriter
-	saved    http.Header // w's header before next ran, when it had any
+	// savedKeys and savedVals are w's header before next ran: the keys
+	// and their value slices (not copies: a handler that adds a value
+	// appends past the saved length, which restoring cuts off again).
+	// Pooled with the writer, so that saving costs no allocation.
+	savedKeys []string
+	savedVals [][]string
 	canHold  bool
 	kept     *keptBody // the request's body, when it must have passed whole to be replayed
 	wrote    bool
@@ -144,9 +149,15 @@ const maxHeldBody = 16 << 10
 var holdPool = sync.Pool{New: func() any { return new(holdWriter) }}
 
 func (h *holdWriter) reset(w http.ResponseWriter, canHold bool, kept *keptBody) {
-	*h = holdWriter{w: w, canHold: canHold, kept: kept, body: h.body[:0]}
+	*h = holdWriter{w: w, canHold: canHold, kept: kept, body: h.body[:0],
+		savedKeys: h.savedKeys[:0], savedVals: h.savedVals[:0]}
 	if hdr := w.Header(); len(hdr) > 0 && canHold {
-		h.saved = hdr.Clone() // what to go back to if the answer is held
+		// What to go back to if the answer is held. A server's writer
+		// already holds some (Caddy's: Server).
+		for k, v := range hdr {
+			h.savedKeys = append(h.savedKeys, k)
+			h.savedVals = append(h.savedVals, v)
+		}
 	}
 }
 
@@ -155,7 +166,9 @@ func (h *holdWriter) put() {
 	if cap(h.body) > maxHeldBody {
 		h.body = nil
 	}
-	h.w, h.saved, h.kept = nil, nil, nil
+	clear(h.savedKeys) // no references kept in the pool
+	clear(h.savedVals)
+	h.w, h.kept = nil, nil
 	holdPool.Put(h)
 }
 
@@ -232,8 +245,8 @@ func (h *holdWriter) restoreHeader() {
 	for k := range hdr {
 		delete(hdr, k)
 	}
-	for k, v := range h.saved {
-		hdr[k] = v
+	for i, k := range h.savedKeys {
+		hdr[k] = h.savedVals[i]
 	}
 }
 

@@ -234,3 +234,38 @@ func TestTransport_ReplaysWithGetBody(t *testing.T) {
 		t.Errorf("token requests = %d, want 2", f.ccRequests())
 	}
 }
+
+// TestReplay_ServerHeadersRestored: the response writer already holds
+// headers (a server's, like Caddy's Server) when the API's 401 adds its
+// own: the replay's answer has the server's headers as they were, and
+// nothing of the held 401.
+func TestReplay_ServerHeadersRestored(t *testing.T) {
+	f := newFixture(t, nil)
+	first := f.token(t)
+	f.clock.Advance(10 * time.Minute)
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "Bearer "+first {
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			w.Header().Add("Server", "the-api")
+			w.Header().Set("X-Held", "yes")
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("X-Replayed", "yes")
+		w.WriteHeader(http.StatusOK)
+	})
+	rec := httptest.NewRecorder()
+	rec.Header().Set("Server", "Caddy")
+	rec.Header().Set("X-Before", "kept")
+	f.gate.Wrap(upstream).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/search", nil))
+	h := rec.Result().Header
+	if rec.Code != http.StatusOK || h.Get("X-Replayed") != "yes" {
+		t.Fatalf("client saw %d %v, want the replay's 200", rec.Code, h)
+	}
+	if got := h.Values("Server"); len(got) != 1 || got[0] != "Caddy" {
+		t.Errorf("Server = %q, want the server's own [Caddy]", got)
+	}
+	if h.Get("X-Before") != "kept" || h.Get("X-Held") != "" || h.Get("WWW-Authenticate") != "" {
+		t.Errorf("headers after the replay: %v", h)
+	}
+}
