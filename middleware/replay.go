@@ -127,19 +127,19 @@ type readCloser struct {
 // request can be replayed, or the answer released to the client as it was
 // when no replay can be made.
 type holdWriter struct {
-	w        http.ResponseWriter
+	w http.ResponseWriter
 	// savedKeys and savedVals are w's header before next ran: the keys
 	// and their value slices (not copies: a handler that adds a value
 	// appends past the saved length, which restoring cuts off again).
 	// Pooled with the writer, so that saving costs no allocation.
 	savedKeys []string
 	savedVals [][]string
-	canHold  bool
-	kept     *keptBody // the request's body, when it must have passed whole to be replayed
-	wrote    bool
-	held     bool   // a refusing 401 is held back
-	rejected bool   // a refusing 401 went out (not replayable, or too big to hold)
-	body     []byte // the held answer's body
+	canHold   bool
+	kept      *keptBody // the request's body, when it must have passed whole to be replayed
+	wrote     bool
+	held      bool   // a refusing 401 is held back
+	rejected  bool   // a refusing 401 went out (not replayable, or too big to hold)
+	body      []byte // the held answer's body
 }
 
 // maxHeldBody is the most of a held 401's body kept for release; a longer
