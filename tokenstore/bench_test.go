@@ -27,7 +27,7 @@ func filled(b *testing.B) *tokenstore.MemoryStore {
 			b.Fatal(err)
 		}
 	}
-	c.Add(time.Minute)
+	c.Advance(time.Minute)
 	return m
 }
 

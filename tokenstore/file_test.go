@@ -124,7 +124,7 @@ func TestFileStore_CrashLeftovers(t *testing.T) {
 
 			// Restart: a temp file younger than a minute may be another
 			// process's write in progress and stays; an older one goes.
-			c.Add(59 * time.Second)
+			c.Advance(59 * time.Second)
 			if err := os.Chtimes(tmp, t0, t0); err != nil {
 				t.Fatal(err)
 			}
@@ -132,7 +132,7 @@ func TestFileStore_CrashLeftovers(t *testing.T) {
 			if _, err := os.Stat(tmp); err != nil {
 				t.Fatalf("a temp file 59s old was removed: %v", err)
 			}
-			c.Add(2 * time.Second)
+			c.Advance(2 * time.Second)
 			newFileStore(t, dir, c)
 			if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
 				t.Fatalf("a stale temp file was kept: %v", err)
@@ -433,7 +433,7 @@ func TestFileStore_SharedDirectory(t *testing.T) {
 		{"a deletes, b reads", func() error { return a.Delete(ctx, "k") }, b, 0},
 		{"b writes again, a reads", func() error { return b.Set(ctx, "k", versioned(3)) }, a, 3},
 		{"a's clock passes the expiry: a removes the dead record, b reads", func() error {
-			ca.Add(200 * 24 * time.Hour)
+			ca.Advance(200 * 24 * time.Hour)
 			_, err := a.Get(ctx, "k")
 			if !errors.Is(err, tokenstore.ErrNotFound) {
 				return fmt.Errorf("a.Get after expiry: %v", err)
@@ -697,7 +697,7 @@ func TestFileStore_LockFilesRemoved(t *testing.T) {
 		}
 	}
 	// Get removing dead records takes the write lock too.
-	c.Add(200 * 24 * time.Hour)
+	c.Advance(200 * 24 * time.Hour)
 	for i := range keys {
 		if _, err := b.Get(ctx, fmt.Sprintf("user:%d", i)); !errors.Is(err, tokenstore.ErrNotFound) {
 			t.Fatalf("Get of a dead or deleted set = %v, want ErrNotFound", err)

@@ -5,34 +5,23 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tasknation/tokengate/internal/storetest"
 	"github.com/tasknation/tokengate/tokenstore"
 )
 
-// clock is a settable test clock.
-type clock struct{ ns atomic.Int64 }
+// The contract kit's clock and fixtures, under the names these tests use.
+type clock = storetest.Clock
 
-func newClock(t time.Time) *clock    { c := &clock{}; c.ns.Store(t.UnixNano()); return c }
-func (c *clock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
-func (c *clock) Add(d time.Duration) { c.ns.Add(int64(d)) }
+var (
+	newClock = storetest.NewClock
+	sample   = storetest.Sample
+	equal    = storetest.Equal
+)
 
 var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-
-func sample(now time.Time) *tokenstore.Token {
-	return &tokenstore.Token{
-		AccessToken:   "tn_at_access",
-		TokenType:     "Bearer",
-		RefreshToken:  "tn_rt_refresh",
-		Expiry:        now.Add(time.Hour),
-		RefreshExpiry: now.Add(180 * 24 * time.Hour),
-		Scopes:        []string{"supply::businesses", "supply::leads", "offline_access"},
-		ObtainedAt:    now,
-		Version:       42,
-	}
-}
 
 func newStore(t testing.TB, c *clock) *tokenstore.MemoryStore {
 	t.Helper()
@@ -42,12 +31,6 @@ func newStore(t testing.TB, c *clock) *tokenstore.MemoryStore {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
-}
-
-func equal(a, b *tokenstore.Token) bool {
-	return a.AccessToken == b.AccessToken && a.TokenType == b.TokenType && a.RefreshToken == b.RefreshToken &&
-		a.Expiry.Equal(b.Expiry) && a.RefreshExpiry.Equal(b.RefreshExpiry) && a.ObtainedAt.Equal(b.ObtainedAt) &&
-		a.Version == b.Version && strings.Join(a.Scopes, " ") == strings.Join(b.Scopes, " ")
 }
 
 func TestMemoryStore_Concurrent(t *testing.T) {

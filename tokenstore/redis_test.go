@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasknation/tokengate/internal/redistest"
+	"github.com/tasknation/tokengate/internal/storetest"
 	"github.com/tasknation/tokengate/tokenstore"
 )
 
@@ -98,20 +99,12 @@ func redisDump(t testing.TB, c redis.UniversalClient) []byte {
 // prefix or carries any of the texts that must never be in an error.
 func checkErrorText(t testing.TB, err error, never ...string) {
 	t.Helper()
-	msg := err.Error()
-	if !strings.HasPrefix(msg, "tokenstore: ") {
-		t.Errorf("error %q does not start with \"tokenstore: \"", msg)
-	}
-	for _, s := range never {
-		if strings.Contains(msg, s) {
-			t.Errorf("error %q contains %q", msg, s)
-		}
-	}
+	storetest.CheckError(t, err, "tokenstore: ", never...)
 }
 
 func TestRedisStore_Contract(t *testing.T) {
 	srv := redistest.Start(t)
-	storeContract(t, func(t *testing.T, c *clock) (tokenstore.Store, func() int) {
+	storetest.Contract(t, func(t *testing.T, c *clock) (tokenstore.Store, func() int) {
 		rc := srv.Client(t)
 		ns := nextNS()
 		s := newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: c.Now})
@@ -123,17 +116,17 @@ func TestRedisStore_Contract(t *testing.T) {
 // clients, as two processes would have.
 func TestRedisStore_CASContract(t *testing.T) {
 	srv := redistest.Start(t)
-	open := func(t *testing.T, c *clock) func() casStore {
+	open := func(t *testing.T, c *clock) func() storetest.CASStore {
 		ns := nextNS()
 		clients := []*redis.Client{srv.Client(t), srv.Client(t)}
 		var n atomic.Int64
-		return func() casStore {
+		return func() storetest.CASStore {
 			rc := clients[n.Add(1)%int64(len(clients))]
 			return newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: c.Now})
 		}
 	}
-	casContract(t, open)
-	t.Run("sealed", func(t *testing.T) { casContract(t, sealedInstances(open)) })
+	storetest.CASContract(t, open, casOptions)
+	t.Run("sealed", func(t *testing.T) { storetest.CASContract(t, storetest.Sealed(open, testKey("one")), casOptions) })
 }
 
 func TestNewRedisStore_Errors(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasknation/tokengate/internal/storetest"
 	"github.com/tasknation/tokengate/tokenstore"
 )
 
@@ -24,15 +25,11 @@ func testKey(label string) []byte {
 
 // Credentials that must never appear at rest.
 const (
-	secretAccess  = "tn_at_S3CRET-ACCESS-TOKEN-4d1f0c9e"
-	secretRefresh = "tn_rt_S3CRET-REFRESH-TOKEN-77ab20e1"
+	secretAccess  = storetest.SecretAccess
+	secretRefresh = storetest.SecretRefresh
 )
 
-func secretSample(now time.Time) *tokenstore.Token {
-	tok := sample(now)
-	tok.AccessToken, tok.RefreshToken = secretAccess, secretRefresh
-	return tok
-}
+var secretSample = storetest.SecretSample
 
 // inners are the stores Sealed is used over; raw returns every byte the
 // store keeps for the test (empty for stores that cannot be inspected).
@@ -160,7 +157,7 @@ func TestSealed_ExpiryCheckedOnRead(t *testing.T) {
 				if err := s.Set(ctx, "k", secretSample(t0)); err != nil {
 					t.Fatal(err)
 				}
-				c.Add(tt.advance)
+				c.Advance(tt.advance)
 				got, err := s.Get(ctx, "k")
 				if tt.found && (err != nil || !equal(got, secretSample(t0))) {
 					t.Fatalf("Get = %v, %v", got, err)

@@ -31,7 +31,7 @@ func BenchmarkFileStore_Get(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	c.Add(time.Minute)
+	c.Advance(time.Minute)
 	b.Run("impl=baseline", func(b *testing.B) {
 		b.ReportAllocs()
 		i := 0

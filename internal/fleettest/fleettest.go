@@ -4,7 +4,7 @@
 // store) in front of one fake TaskNation server.
 //
 // It is the contract a durable store keeps toward the middleware, as
-// tokenstore's contract test is the one it keeps toward its callers. The
+// package storetest's contract is the one it keeps toward its callers. The
 // middleware tests run it on a file store and on Redis; the Caddy module's
 // tests run it on Caddy storage.
 package fleettest
