@@ -117,6 +117,13 @@ func (g *Gate) credential(ctx context.Context, subject string) (held, error) {
 			return e.h, nil
 		}
 	}
+	if u := g.users; u != nil && subject != "" {
+		// A user's hot path: the subject's entry in the hot set.
+		if h, ok := u.hot.get(subject, g.clock.Now()); ok {
+			g.cacheLookup(true)
+			return h, nil
+		}
+	}
 	key, err := g.src.key(subject)
 	if err != nil {
 		return held{}, err
@@ -129,6 +136,8 @@ func (g *Gate) credential(ctx context.Context, subject string) (held, error) {
 		g.cacheLookup(true)
 		if h.phase == phaseDue {
 			g.refreshAhead(key)
+		} else if g.users != nil {
+			g.users.hot.put(subject, h)
 		}
 		return h, nil
 	}

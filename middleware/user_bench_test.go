@@ -11,9 +11,10 @@ import (
 )
 
 // BenchmarkWrap_UserCacheHit is the hot path of the user context: the
-// subject's set from the bigcache layer (a hash of the subject, a shard
-// lookup, a decode, a clock read) against the application token's single
-// atomic load and the static-header floor, in one run.
+// subject's entry in the hot set (a map lookup under a read lock and a
+// clock read; the bigcache layer behind it hashes the subject and decodes
+// the set) against the application token's atomic loads and the
+// static-header floor, in one run.
 func BenchmarkWrap_UserCacheHit(b *testing.B) {
 	b.Run("impl=baseline", func(b *testing.B) { benchHandler(b, staticMiddleware(nopHandler)) })
 	b.Run("impl=app", func(b *testing.B) { benchHandler(b, primedGate(b).Wrap(nopHandler)) })

@@ -50,6 +50,9 @@ type userSource struct {
 	// failed: its refresh token is the live one (the old one is spent),
 	// so it is served from memory and written again on the next refresh.
 	unpersisted sync.Map // key → *tokenstore.Token
+	// hot is the tokens of the subjects served most recently, by subject,
+	// in front of cache.
+	hot *hotSet
 }
 
 func newUserSource(g *Gate) (*userSource, error) {
@@ -65,7 +68,7 @@ func newUserSource(g *Gate) (*userSource, error) {
 	}
 	ru, _ := url.Parse(c.RedirectURI) // checked by withDefaults
 	origin := (&url.URL{Scheme: ru.Scheme, Host: ru.Host}).String()
-	return &userSource{
+	u := &userSource{
 		g:          g,
 		cache:      cache,
 		durable:    c.Store,
@@ -73,7 +76,9 @@ func newUserSource(g *Gate) (*userSource, error) {
 		connectURL: origin + c.ConnectPath,
 		keyPrefix:  strings.Join([]string{"user", c.TokenURL, c.ClientID, ""}, "\x00"),
 		secure:     ru.Scheme == "https",
-	}, nil
+	}
+	u.hot = newHotSet(u, max(1024, c.CacheSizeMB*hotEntriesPerMB))
+	return u, nil
 }
 
 // truth is where the truth about a subject's tokens is read.
@@ -182,13 +187,13 @@ func (u *userSource) loadLive(ctx context.Context, key string, log *zap.Logger) 
 	pending := u.pending(key)
 	switch {
 	case errors.Is(err, tokenstore.ErrExpired):
-		_ = u.cache.Delete(ctx, key)
+		u.uncache(ctx, key)
 		u.forget(key, log, "the refresh token ran out")
 		return nil, u.userError(CodeReauthorizationRequired, "the refresh token ran out: connect again")
 	case errors.Is(err, tokenstore.ErrNotFound):
 		// Disconnected, by this instance or another: a set of ours still
 		// waiting to be written is that of a subject who left.
-		_ = u.cache.Delete(ctx, key)
+		u.uncache(ctx, key)
 		u.unpersisted.Delete(key)
 		u.g.backoffs.reset(key)
 		return nil, u.userError(CodeNotConnected, "no TaskNation account is connected for this user")
@@ -377,12 +382,12 @@ func (u *userSource) fenced(ctx context.Context, key string, cur, next *tokensto
 		return u.serve(key, newer, log), nil
 	case errors.Is(err, tokenstore.ErrNotFound):
 		log.Info("the subject was disconnected during the refresh; its new token set is dropped")
-		_ = u.cache.Delete(ctx, key)
+		u.uncache(ctx, key)
 		u.g.backoffs.reset(key)
 		return held{}, u.userError(CodeNotConnected, "no TaskNation account is connected for this user")
 	default:
 		b := u.g.failed(key, &storeError{err}, false, "token store read failed")
-		_ = u.cache.Delete(ctx, key)
+		u.uncache(ctx, key)
 		return held{}, b.unavailable(u.g.clock.Now(), nil)
 	}
 }
@@ -430,6 +435,13 @@ func (u *userSource) put(key string, tok *tokenstore.Token, log *zap.Logger) {
 	if err := u.cache.Set(context.Background(), key, tok); err != nil {
 		log.Error("token cache write failed", zap.Error(err))
 	}
+	u.hot.drop(key) // after the cache moved on: see hotSet.put
+}
+
+// uncache deletes key's set from memory.
+func (u *userSource) uncache(ctx context.Context, key string) {
+	_ = u.cache.Delete(ctx, key)
+	u.hot.drop(key)
 }
 
 // forget deletes a subject's tokens everywhere, after the authorization
@@ -458,7 +470,7 @@ func (u *userSource) drop(key string, log *zap.Logger) error {
 			log.Error("token store delete failed", zap.Error(err))
 		}
 	}
-	_ = u.cache.Delete(ctx, key)
+	u.uncache(ctx, key)
 	u.unpersisted.Delete(key)
 	u.g.backoffs.reset(key)
 	u.unreject(key, 0)
@@ -477,6 +489,7 @@ func (u *userSource) reject(key string, version uint64, now time.Time) bool {
 	if _, loaded := u.rejected.Swap(key, version); !loaded {
 		u.nRejected.Add(1)
 	}
+	u.hot.drop(key)
 	return true
 }
 
@@ -529,7 +542,9 @@ func (u *userSource) store(ctx context.Context, key string, tok *tokenstore.Toke
 		u.unpersisted.Delete(key)
 		u.g.backoffs.reset(key)
 		u.unreject(key, 0)
-		if err := u.cache.Set(wctx, key, tok); err != nil {
+		err := u.cache.Set(wctx, key, tok)
+		u.hot.drop(key)
+		if err != nil {
 			return nil, err
 		}
 		return held{header: "Bearer " + tok.AccessToken, tok: tok, phase: u.g.phaseAt(tok, u.g.clock.Now()), key: key}, nil
