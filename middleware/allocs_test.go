@@ -1,0 +1,53 @@
+package middleware_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/tasknation/tokengate/middleware"
+	"github.com/tasknation/tokengate/middleware/tasknationtest"
+)
+
+// TestHotPathAllocs asserts the allocation counts of the hot paths (CI
+// asserts counts, never times; `make bench` reports the times): a cached
+// application token through Wrap costs one allocation (the header's value
+// slice), with or without headers already in the response writer (a
+// server's, like Caddy's Server), and so does a connected user's cached
+// token.
+func TestHotPathAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts need a normal build")
+	}
+	measure := func(h http.Handler, req *http.Request, w http.ResponseWriter) float64 {
+		h.ServeHTTP(w, req) // warm the pools
+		return testing.AllocsPerRun(200, func() { h.ServeHTTP(w, req) })
+	}
+	app := newFixture(t, func(c *middleware.Config) { c.Clock = middleware.SystemClock{} })
+	app.token(t)
+	req := httptest.NewRequest(http.MethodGet, "/api/v1/search", nil)
+	if n := measure(app.gate.Wrap(nopHandler), req, &nopWriter{h: http.Header{}}); n > 1 {
+		t.Errorf("application token through Wrap: %v allocations, want at most 1", n)
+	}
+	server := &nopWriter{h: http.Header{"Server": {"Caddy"}, "Alt-Svc": {`h3=":443"`}}}
+	if n := measure(app.gate.Wrap(nopHandler), req, server); n > 1 {
+		t.Errorf("application token through Wrap, writer holding headers: %v allocations, want at most 1", n)
+	}
+
+	user := newUserFixture(t, tasknationtest.Options{}, func(c *middleware.Config) {
+		c.Clock = middleware.SystemClock{}
+		c.Subject = func(r *http.Request) string {
+			if s, ok := r.Context().Value(benchSubject{}).(string); ok {
+				return s
+			}
+			return basicUser(r)
+		}
+	})
+	user.browser(t, "alice").connect(user, "tn-alice")
+	ureq := httptest.NewRequest(http.MethodGet, "/api/v1/search", nil)
+	ureq = ureq.WithContext(context.WithValue(ureq.Context(), benchSubject{}, "alice"))
+	if n := measure(user.gate.Wrap(nopHandler), ureq, &nopWriter{h: http.Header{}}); n > 2 {
+		t.Errorf("a connected user's token through Wrap: %v allocations, want at most 2", n)
+	}
+}
