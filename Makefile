@@ -71,6 +71,9 @@ vet: deps
 # which takes minutes.
 test: vet browser-deps redis-deps
 	$(GO) test -race -count=1 $(PKGS)
+	@# Allocation counts of the hot paths: without the race detector, whose
+	@# sync.Pool drops items at random.
+	$(GO) test -count=1 -run '^TestHotPathAllocs$$' ./middleware/
 	@# Every benchmark once, for the counts they assert (herd, backoff).
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./middleware/ ./tokenstore/
 	$(MAKE) caddy-check

@@ -17,8 +17,8 @@ import (
 // server's, like Caddy's Server), and so does a connected user's cached
 // token.
 func TestHotPathAllocs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocation counts need a normal build")
+	if raceEnabled {
+		t.Skip("allocation counts need a build without the race detector (make test runs this test again without it)")
 	}
 	measure := func(h http.Handler, req *http.Request, w http.ResponseWriter) float64 {
 		h.ServeHTTP(w, req) // warm the pools

@@ -1,8 +1,8 @@
 package middleware
 
 import (
-	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,14 +18,15 @@ import (
 // token outside its refresh window: from its refresh point on, requests
 // take the engine's path, which refreshes it. Every change to a subject's
 // tokens (a refresh, a connect, a disconnect, a refusal by the API, a
-// logout) drops its entry first; an entry is put only while the bigcache
-// layer still holds the same version.
+// logout) drops its entry first; an entry is put only if no drop came
+// between the lookup that found its token and the put.
 type hotSet struct {
 	u         *userSource
 	mu        sync.RWMutex
 	bySubject map[string]*hotEntry
 	byKey     map[string]*hotEntry
 	max       int
+	drops     atomic.Uint64 // written under mu
 }
 
 type hotEntry struct {
@@ -53,17 +54,20 @@ func (s *hotSet) get(subject string, now time.Time) (held, bool) {
 	return e.h, true
 }
 
-// put makes h, fresh, subject's entry, unless the bigcache layer has
-// moved past its version meanwhile (checked under the lock that drop
-// takes, so a refresh that cached a new set and dropped the entry
-// cannot be undone by a late put).
-func (s *hotSet) put(subject string, h held) {
+// mark is taken before the lookup whose token put may store.
+func (s *hotSet) mark() uint64 { return s.drops.Load() }
+
+// put makes h, fresh, subject's entry, unless some entry was dropped
+// since mark (checked under the lock that drop takes: a refresh that
+// cached a new set and dropped the entry cannot be undone by a late put
+// of the token it replaced; the next request puts again).
+func (s *hotSet) put(subject string, h held, mark uint64) {
 	refreshAt, _ := s.u.g.schedule(h.tok)
 	e := &hotEntry{subject: subject, h: h, refreshAt: refreshAt.UnixNano()}
 	e.h.phase = phaseFresh
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur, err := s.u.cache.Get(context.Background(), h.key); err != nil || cur.Version != h.tok.Version || s.u.isRejected(h.key, h.tok.Version) {
+	if s.drops.Load() != mark {
 		return
 	}
 	if old := s.bySubject[subject]; old != nil {
@@ -85,6 +89,7 @@ func (s *hotSet) put(subject string, h held) {
 // drop forgets the entry of key, if any.
 func (s *hotSet) drop(key string) {
 	s.mu.Lock()
+	s.drops.Add(1)
 	if e := s.byKey[key]; e != nil {
 		s.removeLocked(e)
 	}

@@ -124,6 +124,10 @@ func (g *Gate) credential(ctx context.Context, subject string) (held, error) {
 			return h, nil
 		}
 	}
+	var mark uint64
+	if g.users != nil {
+		mark = g.users.hot.mark()
+	}
 	key, err := g.src.key(subject)
 	if err != nil {
 		return held{}, err
@@ -137,7 +141,7 @@ func (g *Gate) credential(ctx context.Context, subject string) (held, error) {
 		if h.phase == phaseDue {
 			g.refreshAhead(key)
 		} else if g.users != nil {
-			g.users.hot.put(subject, h)
+			g.users.hot.put(subject, h, mark)
 		}
 		return h, nil
 	}
