@@ -149,8 +149,9 @@ const maxHeldBody = 16 << 10
 var holdPool = sync.Pool{New: func() any { return new(holdWriter) }}
 
 func (h *holdWriter) reset(w http.ResponseWriter, canHold bool, kept *keptBody) {
-	*h = holdWriter{w: w, canHold: canHold, kept: kept, body: h.body[:0],
-		savedKeys: h.savedKeys[:0], savedVals: h.savedVals[:0]}
+	h.w, h.canHold, h.kept = w, canHold, kept
+	h.wrote, h.held, h.rejected = false, false, false
+	h.body, h.savedKeys, h.savedVals = h.body[:0], h.savedKeys[:0], h.savedVals[:0]
 	if hdr := w.Header(); len(hdr) > 0 && canHold {
 		// What to go back to if the answer is held. A server's writer
 		// already holds some (Caddy's: Server).
@@ -166,8 +167,10 @@ func (h *holdWriter) put() {
 	if cap(h.body) > maxHeldBody {
 		h.body = nil
 	}
-	clear(h.savedKeys) // no references kept in the pool
-	clear(h.savedVals)
+	if len(h.savedKeys) > 0 {
+		clear(h.savedKeys) // no references kept in the pool
+		clear(h.savedVals)
+	}
 	h.w, h.kept = nil, nil
 	holdPool.Put(h)
 }
