@@ -57,9 +57,17 @@ func appKey(c Config) string {
 	return "app:" + hex.EncodeToString(h[:16])
 }
 
+// ready is one atomic load of the entry and one of its phase.
+func (a *appSource) ready(string) (held, bool) {
+	if e := a.cur.Load(); e != nil && e.phase.Load() == phaseFresh {
+		return e.h, true
+	}
+	return held{}, false
+}
+
 func (a *appSource) key(string) (string, error) { return a.k, nil }
 
-func (a *appSource) cached(string) (held, bool, error) {
+func (a *appSource) cached(_, _ string) (held, bool, error) {
 	e := a.cur.Load()
 	if e == nil {
 		return held{}, false, nil

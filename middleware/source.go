@@ -20,13 +20,18 @@ import (
 // Keys are the store, singleflight and backoff keys: hashed, so that no
 // store holds a client id or a subject in clear.
 type tokenSource interface {
+	// ready is the hot path: subject's token when memory holds it ready
+	// and outside its refresh window, found without hashing the subject,
+	// decoding a set or building a header; ok is false otherwise, and
+	// the request takes the path through key and cached.
+	ready(subject string) (h held, ok bool)
 	// key is the key of subject's tokens ("" for the application token),
 	// or a *UserError for a request that cannot have any.
 	key(subject string) (string, error)
-	// cached is what memory holds for key: ok is false when nothing is
-	// held. It is the hot path: no lock, no I/O. A non-nil error is
-	// final for this request.
-	cached(key string) (h held, ok bool, err error)
+	// cached is what memory holds for subject's key: ok is false when
+	// nothing is held. No lock, no I/O. A non-nil error is final for this
+	// request.
+	cached(subject, key string) (h held, ok bool, err error)
 	// renew runs in key's singleflight, one at a time per key in the
 	// process: it brings key's tokens up to date (from the store, or from
 	// the token endpoint) and returns what to use. Errors are
@@ -108,31 +113,15 @@ func (g *Gate) phaseAt(tok *tokenstore.Token, now time.Time) int32 {
 // when it is usable (starting a refresh in the background when it is
 // due), else the result of the shared refresh.
 func (g *Gate) credential(ctx context.Context, subject string) (held, error) {
-	if a := g.app; a != nil {
-		// The application token's hot path, without the calls through
-		// the interface (a fifth of its cost): one atomic load of the
-		// entry, one of its phase. The rest is the path below.
-		if e := a.cur.Load(); e != nil && e.phase.Load() == phaseFresh {
-			g.cacheLookup(true)
-			return e.h, nil
-		}
-	}
-	if u := g.users; u != nil && subject != "" {
-		// A user's hot path: the subject's entry in the hot set.
-		if h, ok := u.hot.get(subject, g.clock.Now()); ok {
-			g.cacheLookup(true)
-			return h, nil
-		}
-	}
-	var mark uint64
-	if g.users != nil {
-		mark = g.users.hot.mark()
+	if h, ok := g.src.ready(subject); ok {
+		g.cacheLookup(true)
+		return h, nil
 	}
 	key, err := g.src.key(subject)
 	if err != nil {
 		return held{}, err
 	}
-	h, ok, err := g.src.cached(key)
+	h, ok, err := g.src.cached(subject, key)
 	if err != nil {
 		return held{}, err
 	}
@@ -140,8 +129,6 @@ func (g *Gate) credential(ctx context.Context, subject string) (held, error) {
 		g.cacheLookup(true)
 		if h.phase == phaseDue {
 			g.refreshAhead(key)
-		} else if g.users != nil {
-			g.users.hot.put(subject, h, mark)
 		}
 		return h, nil
 	}

@@ -108,7 +108,18 @@ func (u *userSource) subjectKey(subject string) string {
 	return string(key[:])
 }
 
-func (u *userSource) cached(key string) (held, bool, error) {
+// ready is the subject's entry in the hot set.
+func (u *userSource) ready(subject string) (held, bool) {
+	if subject == "" {
+		return held{}, false
+	}
+	return u.hot.get(subject, u.g.clock.Now())
+}
+
+// cached reads key's set from the bigcache layer; a fresh one goes into
+// the hot set for subject's next requests.
+func (u *userSource) cached(subject, key string) (held, bool, error) {
+	mark := u.hot.mark()
 	tok, err := u.cache.Get(context.Background(), key)
 	switch {
 	case err == nil:
@@ -119,7 +130,11 @@ func (u *userSource) cached(key string) (held, bool, error) {
 		if p == phaseExpired {
 			return held{}, false, nil
 		}
-		return held{header: "Bearer " + tok.AccessToken, tok: tok, phase: p, key: key}, true, nil
+		h := held{header: "Bearer " + tok.AccessToken, tok: tok, phase: p, key: key}
+		if p == phaseFresh {
+			u.hot.put(subject, h, mark)
+		}
+		return h, true, nil
 	case errors.Is(err, tokenstore.ErrExpired) && u.durable == nil:
 		// The cache was the truth and has just dropped the set.
 		u.forget(key, u.g.logger().With(zap.String("subject_key", key)), "the refresh token ran out")
