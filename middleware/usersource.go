@@ -130,7 +130,7 @@ func (u *userSource) cached(subject, key string) (held, bool, error) {
 		if p == phaseExpired {
 			return held{}, false, nil
 		}
-		h := held{header: "Bearer " + tok.AccessToken, tok: tok, phase: p, key: key}
+		h := holding(key, tok, p)
 		if p == phaseFresh {
 			u.hot.put(subject, h, mark)
 		}
@@ -202,7 +202,6 @@ func (u *userSource) loadLive(ctx context.Context, key string, log *zap.Logger) 
 	pending := u.pending(key)
 	switch {
 	case errors.Is(err, tokenstore.ErrExpired):
-		u.uncache(ctx, key)
 		u.forget(key, log, "the refresh token ran out")
 		return nil, u.userError(CodeReauthorizationRequired, "the refresh token ran out: connect again")
 	case errors.Is(err, tokenstore.ErrNotFound):
@@ -302,7 +301,7 @@ func (u *userSource) serve(key string, tok *tokenstore.Token, log *zap.Logger) h
 		return held{}
 	}
 	u.put(key, tok, log)
-	return held{header: "Bearer " + tok.AccessToken, tok: tok, phase: u.g.phaseAt(tok, u.g.clock.Now()), key: key}
+	return holding(key, tok, u.g.phaseAt(tok, u.g.clock.Now()))
 }
 
 // rotate redeems cur's refresh token. It returns the new set, or nil and
@@ -562,7 +561,7 @@ func (u *userSource) store(ctx context.Context, key string, tok *tokenstore.Toke
 		if err != nil {
 			return nil, err
 		}
-		return held{header: "Bearer " + tok.AccessToken, tok: tok, phase: u.g.phaseAt(tok, u.g.clock.Now()), key: key}, nil
+		return holding(key, tok, u.g.phaseAt(tok, u.g.clock.Now())), nil
 	})
 }
 
