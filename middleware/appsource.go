@@ -174,7 +174,7 @@ func newLineage() uint64 { return rand.Uint64()>>2 + 1 }
 // newEntry computes when tok must be refreshed and when it stops being used.
 func (a *appSource) newEntry(tok *tokenstore.Token) *entry {
 	refreshAt, expireAt := a.g.schedule(tok)
-	return &entry{h: holding(a.k, tok, phaseFresh), refreshAt: refreshAt, expireAt: expireAt}
+	return &entry{h: newHeld(a.k, tok, phaseFresh), refreshAt: refreshAt, expireAt: expireAt}
 }
 
 // now is e as a held, with its current phase.

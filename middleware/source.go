@@ -57,8 +57,8 @@ type held struct {
 	key    string
 }
 
-// holding is tok of key ready for a request, in phase.
-func holding(key string, tok *tokenstore.Token, phase int32) held {
+// newHeld is tok of key ready for a request, in phase.
+func newHeld(key string, tok *tokenstore.Token, phase int32) held {
 	return held{header: "Bearer " + tok.AccessToken, tok: tok, phase: phase, key: key}
 }
 

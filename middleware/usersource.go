@@ -130,7 +130,7 @@ func (u *userSource) cached(subject, key string) (held, bool, error) {
 		if p == phaseExpired {
 			return held{}, false, nil
 		}
-		h := holding(key, tok, p)
+		h := newHeld(key, tok, p)
 		if p == phaseFresh {
 			u.hot.put(subject, h, mark)
 		}
@@ -301,7 +301,7 @@ func (u *userSource) serve(key string, tok *tokenstore.Token, log *zap.Logger) h
 		return held{}
 	}
 	u.put(key, tok, log)
-	return holding(key, tok, u.g.phaseAt(tok, u.g.clock.Now()))
+	return newHeld(key, tok, u.g.phaseAt(tok, u.g.clock.Now()))
 }
 
 // rotate redeems cur's refresh token. It returns the new set, or nil and
@@ -561,7 +561,7 @@ func (u *userSource) store(ctx context.Context, key string, tok *tokenstore.Toke
 		if err != nil {
 			return nil, err
 		}
-		return holding(key, tok, u.g.phaseAt(tok, u.g.clock.Now())), nil
+		return newHeld(key, tok, u.g.phaseAt(tok, u.g.clock.Now())), nil
 	})
 }
 
