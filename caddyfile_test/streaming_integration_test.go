@@ -11,12 +11,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tasknation/tokengate/internal/streamtest"
 )
 
 // streamTimeout bounds each streaming exchange through Caddy: a body read
 // ahead, or an answer buffered, shows as a missing echo or event, which
 // fails the test at this deadline instead of hanging it.
-const streamTimeout = 10 * time.Second
+const streamTimeout = streamtest.Timeout
 
 // streamUpstream is a streaming API on a real loopback HTTP/1.1 server:
 // /stream/echo writes back each piece of the request body as it reads it
@@ -185,7 +187,7 @@ func TestStream_EchoThroughCaddy(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			up.take() // nothing left over from a subtest before
 			chunks := []string{"message one (" + c.name + ")\n", "message two (" + c.name + ")\n"}
-			resp := streamEcho(t, c.client, base+"/stream/echo", chunks...)
+			resp := streamtest.Echo(t, c.client, base+"/stream/echo", clientJunk, chunks...)
 			if resp.Proto != c.proto {
 				t.Errorf("client got %s, want %s", resp.Proto, c.proto)
 			}
@@ -260,69 +262,4 @@ func readEvent(r *bufio.Reader) (string, error) {
 		}
 		ev.WriteString(line)
 	}
-}
-
-// streamEcho POSTs chunks to u through an io.Pipe (no length: chunked on
-// HTTP/1.1) with the client's junk bearer, one at a time: each is written
-// only after the echo of the one before was read, as a client waiting
-// for an answer per message does. It fails the test, within
-// streamTimeout, when an echo does not come, and returns the response
-// (its body read to the end and closed).
-func streamEcho(t *testing.T, c *http.Client, u string, chunks ...string) *http.Response {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
-	defer cancel()
-	pr, pw := io.Pipe()
-	// A write that nobody reads ends with the deadline.
-	defer context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", clientJunk)
-	type answer struct {
-		resp *http.Response
-		err  error
-	}
-	answers := make(chan answer, 1)
-	go func() {
-		resp, err := c.Do(req) // returns with the headers, which follow the first echo
-		answers <- answer{resp, err}
-	}()
-	var resp *http.Response
-	for i, chunk := range chunks {
-		if _, err := io.WriteString(pw, chunk); err != nil {
-			t.Fatalf("writing chunk %d: %v", i+1, err)
-		}
-		if resp == nil {
-			select {
-			case a := <-answers:
-				if a.err != nil {
-					t.Fatalf("no answer after chunk %d: %v", i+1, a.err)
-				}
-				resp = a.resp
-				defer resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b, _ := io.ReadAll(resp.Body)
-					t.Fatalf("status %d %s, want 200", resp.StatusCode, b)
-				}
-			case <-ctx.Done():
-				t.Fatalf("no answer within %v after chunk %d: was the body read ahead (by the gateway, or by a server without full duplex)?", streamTimeout, i+1)
-			}
-		}
-		echo := make([]byte, len(chunk))
-		if _, err := io.ReadFull(resp.Body, echo); err != nil {
-			t.Fatalf("reading the echo of chunk %d (the client sends no more before it): %v", i+1, err)
-		}
-		if string(echo) != chunk {
-			t.Fatalf("echo %d = %q, want %q", i+1, echo, chunk)
-		}
-	}
-	if err := pw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) > 0 {
-		t.Fatalf("after the last echo: %q, %v; want the end of the answer", rest, err)
-	}
-	return resp
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasknation/tokengate/internal/streamtest"
 	"github.com/tasknation/tokengate/middleware"
 )
 
@@ -25,7 +26,7 @@ import (
 
 // streamTimeout bounds each streaming exchange: a body read ahead shows as
 // a missing echo, which fails the test at this deadline instead of hanging.
-const streamTimeout = 10 * time.Second
+const streamTimeout = streamtest.Timeout
 
 // echoUpstream is a streaming API on a real loopback server: it writes
 // back each piece of the request body as it reads it, and flushes. It
@@ -215,70 +216,6 @@ func startGateway(t *testing.T, f *fixture, upstream *echoUpstream, protocol str
 // see the Gate's instead.
 const clientJunkBearer = "Bearer client-junk"
 
-// streamEcho POSTs chunks to u through an io.Pipe (no length: chunked on
-// HTTP/1.1), one at a time: each is written only after the echo of the
-// one before was read, as a client waiting for an answer per message
-// does. It fails the test, within streamTimeout, when an echo does not
-// come, and returns the response (its body read to the end and closed).
-func streamEcho(t *testing.T, c *http.Client, u string, chunks ...string) *http.Response {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
-	defer cancel()
-	pr, pw := io.Pipe()
-	// A write that nobody reads ends with the deadline.
-	defer context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u+"/api/v1/stream", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", clientJunkBearer)
-	type answer struct {
-		resp *http.Response
-		err  error
-	}
-	answers := make(chan answer, 1)
-	go func() {
-		resp, err := c.Do(req) // returns with the headers, which follow the first echo
-		answers <- answer{resp, err}
-	}()
-	var resp *http.Response
-	for i, chunk := range chunks {
-		if _, err := io.WriteString(pw, chunk); err != nil {
-			t.Fatalf("writing chunk %d: %v", i+1, err)
-		}
-		if resp == nil {
-			select {
-			case a := <-answers:
-				if a.err != nil {
-					t.Fatalf("no answer after chunk %d: %v", i+1, a.err)
-				}
-				resp = a.resp
-				defer resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b, _ := io.ReadAll(resp.Body)
-					t.Fatalf("status %d %s, want 200", resp.StatusCode, b)
-				}
-			case <-ctx.Done():
-				t.Fatalf("no answer within %v after chunk %d: was the body read ahead (by the Gate, or by a server without full duplex)?", streamTimeout, i+1)
-			}
-		}
-		echo := make([]byte, len(chunk))
-		if _, err := io.ReadFull(resp.Body, echo); err != nil {
-			t.Fatalf("reading the echo of chunk %d (the client sends no more before it): %v", i+1, err)
-		}
-		if string(echo) != chunk {
-			t.Fatalf("echo %d = %q, want %q", i+1, echo, chunk)
-		}
-	}
-	if err := pw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) > 0 {
-		t.Fatalf("after the last echo: %q, %v; want the end of the answer", rest, err)
-	}
-	return resp
-}
-
 // postStream POSTs chunks through an io.Pipe (no length) as fast as the
 // other side reads them, closes the body, and returns the answer and its
 // body, all within streamTimeout.
@@ -351,7 +288,7 @@ func TestStream_EchoThroughWrap(t *testing.T) {
 			f := newFixture(t, nil)
 			up := newEchoUpstream(t, false, nil)
 			gw, client, in := startGateway(t, f, up, p.name)
-			resp := streamEcho(t, client, gw, "message one\n", "message two\n")
+			resp := streamtest.Echo(t, client, gw+"/api/v1/stream", clientJunkBearer, "message one\n", "message two\n")
 			if resp.Proto != p.proto {
 				t.Errorf("client got %s, want %s", resp.Proto, p.proto)
 			}
@@ -379,7 +316,7 @@ func TestStream_EchoThroughTransport(t *testing.T) {
 			f := newFixture(t, nil)
 			up := newEchoUpstream(t, c.h2TLS, nil)
 			client := &http.Client{Transport: f.gate.Transport(up.Client().Transport)}
-			resp := streamEcho(t, client, up.URL, "message one\n", "message two\n")
+			resp := streamtest.Echo(t, client, up.URL+"/api/v1/stream", clientJunkBearer, "message one\n", "message two\n")
 			if resp.Proto != c.proto {
 				t.Errorf("client got %s, want %s", resp.Proto, c.proto)
 			}
