@@ -1,13 +1,11 @@
 package middleware_test
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/tasknation/tokengate/middleware"
-	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
 
 // TestHotPathAllocs asserts the allocation counts of the hot paths (CI
@@ -35,18 +33,7 @@ func TestHotPathAllocs(t *testing.T) {
 		t.Errorf("application token through Wrap, writer holding headers: %v allocations, want at most 1", n)
 	}
 
-	user := newUserFixture(t, tasknationtest.Options{}, func(c *middleware.Config) {
-		c.Clock = middleware.SystemClock{}
-		c.Subject = func(r *http.Request) string {
-			if s, ok := r.Context().Value(benchSubject{}).(string); ok {
-				return s
-			}
-			return basicUser(r)
-		}
-	})
-	user.browser(t, "alice").connect(user, "tn-alice")
-	ureq := httptest.NewRequest(http.MethodGet, "/api/v1/search", nil)
-	ureq = ureq.WithContext(context.WithValue(ureq.Context(), benchSubject{}, "alice"))
+	user, ureq := connectedForHotPath(t)
 	if n := measure(user.gate.Wrap(nopHandler), ureq, &nopWriter{h: http.Header{}}); n > 2 {
 		t.Errorf("a connected user's token through Wrap: %v allocations, want at most 2", n)
 	}

@@ -19,21 +19,8 @@ func BenchmarkWrap_UserCacheHit(b *testing.B) {
 	b.Run("impl=baseline", func(b *testing.B) { benchHandler(b, staticMiddleware(nopHandler)) })
 	b.Run("impl=app", func(b *testing.B) { benchHandler(b, primedGate(b).Wrap(nopHandler)) })
 	b.Run("impl=user", func(b *testing.B) {
-		f := newUserFixture(b, tasknationtest.Options{}, func(c *middleware.Config) {
-			c.Clock = middleware.SystemClock{}
-			// The subject as a login in front would hand it over: in the
-			// request's context (Basic auth would be replaced by the bearer).
-			c.Subject = func(r *http.Request) string {
-				if s, ok := r.Context().Value(benchSubject{}).(string); ok {
-					return s
-				}
-				return basicUser(r)
-			}
-		})
-		f.browser(b, "alice").connect(f, "tn-alice")
+		f, req := connectedForHotPath(b)
 		h := f.gate.Wrap(nopHandler)
-		req := httptest.NewRequest("GET", "/api/v1/search", nil)
-		req = req.WithContext(context.WithValue(req.Context(), benchSubject{}, "alice"))
 		w := &nopWriter{h: http.Header{}}
 		b.ReportAllocs()
 		for b.Loop() {
@@ -46,3 +33,22 @@ func BenchmarkWrap_UserCacheHit(b *testing.B) {
 }
 
 type benchSubject struct{}
+
+// connectedForHotPath is a user fixture on the real clock with alice
+// connected, whose subject comes in the request's context (as a login in
+// front would hand it over; Basic auth would be replaced by the bearer),
+// and a request of alice's.
+func connectedForHotPath(tb testing.TB) (*userFixture, *http.Request) {
+	f := newUserFixture(tb, tasknationtest.Options{}, func(c *middleware.Config) {
+		c.Clock = middleware.SystemClock{}
+		c.Subject = func(r *http.Request) string {
+			if s, ok := r.Context().Value(benchSubject{}).(string); ok {
+				return s
+			}
+			return basicUser(r)
+		}
+	})
+	f.browser(tb, "alice").connect(f, "tn-alice")
+	req := httptest.NewRequest("GET", "/api/v1/search", nil)
+	return f, req.WithContext(context.WithValue(req.Context(), benchSubject{}, "alice"))
+}
