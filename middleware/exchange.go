@@ -104,10 +104,7 @@ type exchanger struct {
 
 func newExchanger(c Config) *exchanger {
 	hc := *c.HTTPClient // a copy: the caller's client is left as it is
-	hc.Transport = limitTransport{base: c.HTTPClient.Transport}
-	// limitTransport already refuses 3xx answers; this holds should an
-	// answer get past it.
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	hc.Transport = limitTransport{base: c.HTTPClient.Transport} // it refuses 3xx answers: no redirect is followed
 	return &exchanger{
 		cc: clientcredentials.Config{
 			ClientID:     c.ClientID,
@@ -274,9 +271,6 @@ func (x *exchanger) classify(grant string, ctx context.Context, err error, sent 
 		e.Code = truncate(scrubWord(re.ErrorCode, secrets), 64)
 		e.Description = scrub(re.ErrorDescription, maxDescription, secrets)
 		switch {
-		case e.Status/100 == 3: // only if a 3xx got past limitTransport
-			e.Kind = KindRedirect
-			e.location = origin(re.Response.Header.Get("Location"), secrets)
 		case e.Code != "" && e.Status < 500 && e.Status != http.StatusTooManyRequests:
 			e.Kind = KindRejected
 		default: // a server error or throttling, whatever its body says
