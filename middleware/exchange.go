@@ -103,7 +103,7 @@ type exchanger struct {
 }
 
 func newExchanger(c Config) *exchanger {
-	hc := *c.HTTPClient // a copy: the caller's client is left as it is
+	hc := *c.HTTPClient                                         // a copy: the caller's client is left as it is
 	hc.Transport = limitTransport{base: c.HTTPClient.Transport} // it refuses 3xx answers: no redirect is followed
 	return &exchanger{
 		cc: clientcredentials.Config{
