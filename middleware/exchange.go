@@ -103,8 +103,10 @@ type exchanger struct {
 }
 
 func newExchanger(c Config) *exchanger {
-	hc := *c.HTTPClient                                         // a copy: the caller's client is left as it is
-	hc.Transport = limitTransport{base: c.HTTPClient.Transport} // it refuses 3xx answers: no redirect is followed
+	// A copy: the caller's client is left as it is. limitTransport refuses
+	// 3xx answers, so no redirect is followed.
+	hc := *c.HTTPClient
+	hc.Transport = limitTransport{base: c.HTTPClient.Transport}
 	return &exchanger{
 		cc: clientcredentials.Config{
 			ClientID:     c.ClientID,
