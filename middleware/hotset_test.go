@@ -3,6 +3,8 @@ package middleware_test
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,5 +72,73 @@ func TestHotSet_NeverServesAReplacedToken(t *testing.T) {
 	}
 	if _, err := f.gate.UserToken(context.Background(), "alice"); err == nil {
 		t.Fatal("a token after the disconnect")
+	}
+}
+
+// TestHotSet_CoarseClockBoundary: on the real clock, the hot set checks
+// entries against the coarse clock, and an entry stops being served
+// CoarseSlack before its refresh point, so that a coarse clock late by
+// less than that never serves a token the exact path would refresh.
+func TestHotSet_CoarseClockBoundary(t *testing.T) {
+	f, subjects := manyConnected(t, 1)
+	alice := subjects[0]
+	for range 2 { // the first request puts the entry
+		if _, err := f.gate.UserToken(context.Background(), alice); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, err := f.gate.UserToken(context.Background(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The refresh point: 20 % of the lifetime before expiry, less a jitter
+	// of Version ns (Version < a quarter of the window).
+	window := tok.Expiry.Sub(tok.ObtainedAt) / 5
+	refreshAt := tok.Expiry.Add(-window - time.Duration(tok.Version))
+	for _, c := range []struct {
+		at   time.Time
+		want bool
+	}{
+		{tok.ObtainedAt, true},
+		{refreshAt.Add(-middleware.CoarseSlack - time.Millisecond), true},
+		{refreshAt.Add(-middleware.CoarseSlack), false},
+		{refreshAt, false},
+		{tok.Expiry, false},
+		{refreshAt.Add(-middleware.CoarseSlack - time.Millisecond), true}, // a clock stepped back
+	} {
+		middleware.FreezeHotClock(f.gate, c.at)
+		if got := middleware.HotHit(f.gate, alice); got != c.want {
+			t.Errorf("coarse clock at refresh point %+v: hot hit %v, want %v", c.at.Sub(refreshAt), got, c.want)
+		}
+	}
+}
+
+// TestCoarseClock_FollowsWallJumps: the coarse clock reads the wall clock
+// every tick, so a jump of the wall clock (a suspended machine, a stepped
+// clock), which a timer on the monotonic clock never sees, shows within a
+// tick; once stop returns it no longer moves.
+func TestCoarseClock_FollowsWallJumps(t *testing.T) {
+	var wall atomic.Int64
+	base := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	wall.Store(base.UnixNano())
+	read, stop := middleware.StartCoarseClock(func() time.Time { return time.Unix(0, wall.Load()) }, time.Millisecond)
+	if got := read(); !got.Equal(base) {
+		t.Fatalf("at start: %v, want %v", got, base)
+	}
+	for _, jump := range []time.Duration{2 * time.Hour, -time.Hour} {
+		want := time.Unix(0, wall.Add(int64(jump)))
+		deadline := time.Now().Add(5 * time.Second)
+		for !read().Equal(want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after a jump of %v: coarse clock %v, want %v", jump, read(), want)
+			}
+			runtime.Gosched()
+		}
+	}
+	stop()
+	last := read()
+	wall.Add(int64(time.Hour))
+	if got := read(); !got.Equal(last) {
+		t.Fatalf("after stop the coarse clock moved from %v to %v", last, got)
 	}
 }

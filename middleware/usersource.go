@@ -77,7 +77,7 @@ func newUserSource(g *Gate) (*userSource, error) {
 		keyPrefix:  strings.Join([]string{"user", c.TokenURL, c.ClientID, ""}, "\x00"),
 		secure:     ru.Scheme == "https",
 	}
-	u.hot = newHotSet(u, max(1024, c.CacheSizeMB*hotEntriesPerMB))
+	u.hot = newHotSet(u, hotBound(c.CacheSizeMB))
 	return u, nil
 }
 
@@ -113,7 +113,7 @@ func (u *userSource) ready(subject string) (held, bool) {
 	if subject == "" {
 		return held{}, false
 	}
-	return u.hot.get(subject, u.g.clock.Now())
+	return u.hot.get(subject)
 }
 
 // cached reads key's set from the bigcache layer; a fresh one goes into
@@ -534,7 +534,10 @@ func (u *userSource) userError(code, desc string) *UserError {
 	return &UserError{Code: code, Description: desc, ConnectURL: u.connectURL}
 }
 
-func (u *userSource) close() error { return u.cache.Close() }
+func (u *userSource) close() error {
+	u.hot.close()
+	return u.cache.Close()
+}
 
 // store writes a new connect's set for key, in the flight of key so that
 // no refresh of this process overlaps it.

@@ -2,26 +2,23 @@ package tokenstore_test
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/hex"
-	"math/rand/v2"
 	"os"
 	"runtime"
-	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tasknation/tokengate/internal/population"
 	"github.com/tasknation/tokengate/tokenstore"
 )
 
-// The Users1M population: one token set per user, of TaskNation's sizes.
+// The Users1M population (internal/population): one token set per user,
+// of TaskNation's sizes.
 const (
-	usersN       = 1_000_000
+	usersN       = population.N
 	userKeyLen   = len("user:") + 32 // "user:" and 16 bytes in hex, as the middleware derives keys
-	userScopes   = "supply::businesses supply::leads offline_access"
-	usersMaxMB   = 1024 // MemoryConfig.MaxSizeMB: about 4x what 1M entries of ~250 bytes need
-	usersGCRuns  = 5    // collections measured per gcCost
+	usersMaxMB   = 1024              // MemoryConfig.MaxSizeMB: about 4x what 1M entries of ~250 bytes need
 	implMap      = "map"
 	implBigcache = "bigcache"
 )
@@ -31,62 +28,31 @@ var usersNow = t0.Add(time.Minute)
 
 // userSets is usersN token sets held by one implementation.
 type userSets struct {
-	// keys holds the usersN keys back to back in one pointer-free string,
-	// in the order of the lookups: the list costs the collector nothing,
-	// the lookups slice it without allocating, and reading it in order
-	// adds no cache miss of its own (a request has its key at hand). The
-	// sets were stored in a random order, so the entries the lookups reach
-	// are scattered in memory as they would be after a million logins.
-	keys  string
+	// keys are the usersN keys in the order of the lookups (a request has
+	// its key at hand); the sets were stored in a random order.
+	keys  population.Packed
 	m     map[string]*tokenstore.Token // implMap
 	store *tokenstore.MemoryStore      // implBigcache
 }
 
-func (u *userSets) key(i uint32) string {
-	return u.keys[int(i)*userKeyLen : int(i+1)*userKeyLen]
-}
+func (u *userSets) key(i uint32) string { return u.keys.At(int(i)) }
 
-// newUserSets builds the population for impl. The tokens are built one by
-// one, as decoding usersN token answers would: in the map every set is its
+// newUserSets builds the population for impl: in the map every set is its
 // own handful of heap objects, key included.
 func newUserSets(tb testing.TB, impl string) *userSets {
 	tb.Helper()
-	src := rand.NewChaCha8([32]byte{'t', 'o', 'k', 'e', 'n', 'g', 'a', 't', 'e'})
-	var raw [32]byte
-	keys := make([]byte, 0, usersN*userKeyLen)
-	for range usersN {
-		_, _ = src.Read(raw[:16])
-		keys = append(keys, "user:"...)
-		keys = hex.AppendEncode(keys, raw[:16])
-	}
-	u := &userSets{keys: string(keys)}
-	order := make([]uint32, usersN) // in which the sets are stored
-	for i := range order {
-		order[i] = uint32(i)
-	}
-	rand.New(src).Shuffle(usersN, func(i, j int) { order[i], order[j] = order[j], order[i] })
-
-	token := func(i int) *tokenstore.Token {
+	src := population.Source()
+	var raw [16]byte
+	u := &userSets{keys: population.Pack(usersN, userKeyLen, func(_ int, dst []byte) []byte {
 		_, _ = src.Read(raw[:])
-		access := "tn_at_" + base64.RawURLEncoding.EncodeToString(raw[:])
-		_, _ = src.Read(raw[:])
-		refresh := "tn_rt_" + base64.RawURLEncoding.EncodeToString(raw[:])
-		return &tokenstore.Token{
-			AccessToken:   access,
-			TokenType:     strings.Clone("bearer"),
-			RefreshToken:  refresh,
-			Expiry:        t0.Add(time.Hour),
-			RefreshExpiry: t0.Add(180 * 24 * time.Hour),
-			Scopes:        strings.Split(strings.Clone(userScopes), " "),
-			ObtainedAt:    t0,
-			Version:       uint64(i) + 1,
-		}
-	}
+		return hex.AppendEncode(append(dst, "user:"...), raw[:])
+	})}
+	order := population.Order(src, usersN)
 	switch impl {
 	case implMap:
 		u.m = make(map[string]*tokenstore.Token, usersN)
 		for _, i := range order {
-			u.m[strings.Clone(u.key(i))] = token(int(i))
+			u.m[strings.Clone(u.key(i))] = population.Token(src, int(i), t0)
 		}
 		if len(u.m) != usersN {
 			tb.Fatalf("map holds %d users, want %d (duplicate keys)", len(u.m), usersN)
@@ -103,7 +69,7 @@ func newUserSets(tb testing.TB, impl string) *userSets {
 		}
 		ctx := context.Background()
 		for _, i := range order {
-			if err := s.Set(ctx, u.key(i), token(int(i))); err != nil {
+			if err := s.Set(ctx, u.key(i), population.Token(src, int(i), t0)); err != nil {
 				s.Close()
 				tb.Fatal(err)
 			}
@@ -126,61 +92,15 @@ func (u *userSets) close() {
 	*u = userSets{}
 }
 
-// liveUsers is the one population alive at a time. The sub-benchmarks of
-// BenchmarkUsers1M share it across their -count runs, so that 1M entries
-// are built once per impl and never while the other impl is still live.
-// Benchmarks run one at a time, so it needs no lock.
-var liveUsers struct {
-	impl string
-	u    *userSets
-}
+// liveUsers is the one population alive at a time.
+var liveUsers population.Live
 
 func loadUsers(b *testing.B, impl string) *userSets {
 	b.Helper()
-	if liveUsers.impl != impl {
-		dropUsers()
-		liveUsers.u = newUserSets(b, impl)
-		liveUsers.impl = impl
-		runtime.GC() // the timed loop must not collect the build's garbage
-	}
-	return liveUsers.u
-}
-
-// dropUsers frees the live population and collects it.
-func dropUsers() {
-	if liveUsers.u != nil {
-		liveUsers.u.close()
-	}
-	liveUsers.u, liveUsers.impl = nil, ""
-	runtime.GC()
-}
-
-// gcCost is what a full collection costs with a population live.
-type gcCost struct {
-	msPerCycle float64 // GC CPU (all workers and pauses) per cycle, in ms
-	heapMB     float64 // live heap after the last cycle, in MiB
-}
-
-// measureGC runs usersGCRuns collections while live is reachable.
-func measureGC(live any) gcCost {
-	samples := []metrics.Sample{
-		{Name: "/cpu/classes/gc/total:cpu-seconds"},
-		{Name: "/gc/cycles/total:gc-cycles"},
-		{Name: "/gc/heap/live:bytes"},
-	}
-	runtime.GC() // the measured cycles see only live data, no garbage left over
-	metrics.Read(samples)
-	cpu0, cycles0 := samples[0].Value.Float64(), samples[1].Value.Uint64()
-	for range usersGCRuns {
-		runtime.GC()
-	}
-	metrics.Read(samples)
-	runtime.KeepAlive(live)
-	cycles := samples[1].Value.Uint64() - cycles0 // at least usersGCRuns
-	return gcCost{
-		msPerCycle: (samples[0].Value.Float64() - cpu0) * 1e3 / float64(cycles),
-		heapMB:     float64(samples[2].Value.Uint64()) / (1 << 20),
-	}
+	return liveUsers.Load(impl, func() (any, func()) {
+		u := newUserSets(b, impl)
+		return u, u.close
+	}).(*userSets)
 }
 
 // BenchmarkUsers1M looks up one of 1,000,000 users' token sets, in an
@@ -189,7 +109,7 @@ func measureGC(live any) gcCost {
 // obvious cache; bigcache keeps the sets in pointer-free byte slices, which
 // the collector does not scan.
 func BenchmarkUsers1M(b *testing.B) {
-	defer dropUsers() // don't leave 1M entries to the benchmarks after this one
+	defer liveUsers.Drop() // don't leave 1M entries to the benchmarks after this one
 	b.Run("impl="+implMap, func(b *testing.B) {
 		u := loadUsers(b, implMap)
 		b.ReportAllocs()
@@ -203,7 +123,7 @@ func BenchmarkUsers1M(b *testing.B) {
 			}
 		}
 		b.StopTimer()
-		reportGC(b, u)
+		population.Report(b, u)
 	})
 	b.Run("impl="+implBigcache, func(b *testing.B) {
 		u := loadUsers(b, implBigcache)
@@ -223,14 +143,8 @@ func BenchmarkUsers1M(b *testing.B) {
 		if got := u.store.Len(); got != usersN {
 			b.Fatalf("MemoryStore holds %d users after the lookups, want %d", got, usersN)
 		}
-		reportGC(b, u)
+		population.Report(b, u)
 	})
-}
-
-func reportGC(b *testing.B, u *userSets) {
-	c := measureGC(u)
-	b.ReportMetric(c.msPerCycle, "gc-ms/cycle")
-	b.ReportMetric(c.heapMB, "heap-MB")
 }
 
 // TestUsers1MGCRatio checks that a collection with 1,000,000 users' token
@@ -242,15 +156,15 @@ func TestUsers1MGCRatio(t *testing.T) {
 		t.Skip("builds 1,000,000 token sets twice: set TOKENGATE_GC_RATIO=1 (and no -short) to run")
 	}
 	const minRatio = 20
-	cost := map[string]gcCost{}
+	cost := map[string]population.GCCost{}
 	for _, impl := range []string{implMap, implBigcache} {
 		u := newUserSets(t, impl)
-		cost[impl] = measureGC(u)
+		cost[impl] = population.MeasureGC(u)
 		u.close()
 		runtime.GC() // free it before the next one is built
-		t.Logf("impl=%s: %.2f gc-ms/cycle, %.0f heap-MB", impl, cost[impl].msPerCycle, cost[impl].heapMB)
+		t.Logf("impl=%s: %.2f gc-ms/cycle, %.0f heap-MB", impl, cost[impl].MsPerCycle, cost[impl].HeapMB)
 	}
-	m, bc := cost[implMap].msPerCycle, cost[implBigcache].msPerCycle
+	m, bc := cost[implMap].MsPerCycle, cost[implBigcache].MsPerCycle
 	if bc*minRatio > m {
 		t.Errorf("GC CPU per cycle: map %.2f ms, bigcache %.2f ms: ratio %.1f, want at least %d", m, bc, m/bc, minRatio)
 	}
