@@ -58,11 +58,11 @@ func appKey(c Config) string {
 }
 
 // ready is one atomic load of the entry and one of its phase.
-func (a *appSource) ready(string) (held, bool) {
+func (a *appSource) ready(string) *held {
 	if e := a.cur.Load(); e != nil && e.phase.Load() == phaseFresh {
-		return e.h, true
+		return &e.h
 	}
-	return held{}, false
+	return nil
 }
 
 func (a *appSource) key(string) (string, error) { return a.k, nil }

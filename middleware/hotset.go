@@ -65,10 +65,10 @@ const (
 func hotBound(cacheMB int) int { return min(max(hotMin, cacheMB*hotEntriesPerMB), hotMax) }
 
 // get returns subject's token when it is held and not yet due.
-func (s *hotSet) get(subject string) (held, bool) {
+func (s *hotSet) get(subject string) *held {
 	v, ok := s.bySubject.Load(subject)
 	if !ok {
-		return held{}, false
+		return nil
 	}
 	e := v.(*hotEntry)
 	var now int64
@@ -78,9 +78,9 @@ func (s *hotSet) get(subject string) (held, bool) {
 		now = s.u.g.clock.Now().UnixNano()
 	}
 	if now >= e.until {
-		return held{}, false
+		return nil
 	}
-	return e.h, true
+	return &e.h
 }
 
 // mark is taken before the lookup whose token put may store.

@@ -113,18 +113,17 @@ func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, nex
 // refused because a refresh of ours running in the background has just
 // rotated it at the server: then the replay waits for that refresh. No
 // other case asks the token endpoint for anything.
-func (g *Gate) retryToken(ctx context.Context, subject string, h held) (held, bool) {
-	var h2 held
-	var err error
+func (g *Gate) retryToken(ctx context.Context, subject string, h *held) (*held, bool) {
+	var h2 *held
 	if g.src.reject(h.key, h.tok.Version, g.clock.Now()) {
-		h2, err = g.credential(ctx, subject)
+		h2, _ = g.credential(ctx, subject)
 	} else if _, running := g.ahead.Load(h.key); running {
-		h2, err = g.await(ctx, h.key)
-	} else {
-		return held{}, false
+		if w, err := g.await(ctx, h.key); err == nil {
+			h2 = &w
+		}
 	}
-	if err != nil || h2.tok.Version == h.tok.Version {
-		return held{}, false
+	if h2 == nil || h2.tok.Version == h.tok.Version {
+		return nil, false
 	}
 	return h2, true
 }

@@ -22,9 +22,10 @@ import (
 type tokenSource interface {
 	// ready is the hot path: subject's token when memory holds it ready
 	// and outside its refresh window, found without hashing the subject,
-	// decoding a set or building a header; ok is false otherwise, and
-	// the request takes the path through key and cached.
-	ready(subject string) (h held, ok bool)
+	// decoding a set or building a header, and shared (never written once
+	// published: nothing to copy); nil otherwise, and the request takes
+	// the path through key and cached.
+	ready(subject string) *held
 	// key is the key of subject's tokens ("" for the application token),
 	// or a *UserError for a request that cannot have any.
 	key(subject string) (string, error)
@@ -117,25 +118,28 @@ func (g *Gate) phaseAt(tok *tokenstore.Token, now time.Time) int32 {
 // credential is the request path: the token of subject's key from memory
 // when it is usable (starting a refresh in the background when it is
 // due), else the result of the shared refresh.
-func (g *Gate) credential(ctx context.Context, subject string) (held, error) {
-	if h, ok := g.src.ready(subject); ok {
+//
+// The held it returns is read-only: on the hot path it is the one in
+// memory, shared by every request.
+func (g *Gate) credential(ctx context.Context, subject string) (*held, error) {
+	if h := g.src.ready(subject); h != nil {
 		g.cacheLookup(true)
 		return h, nil
 	}
 	key, err := g.src.key(subject)
 	if err != nil {
-		return held{}, err
+		return nil, err
 	}
 	h, ok, err := g.src.cached(subject, key)
 	if err != nil {
-		return held{}, err
+		return nil, err
 	}
 	if ok && h.phase != phaseExpired {
 		g.cacheLookup(true)
 		if h.phase == phaseDue {
 			g.refreshAhead(key)
 		}
-		return h, nil
+		return &h, nil
 	}
 	g.cacheLookup(false)
 	h, err = g.await(ctx, key)
@@ -144,8 +148,9 @@ func (g *Gate) credential(ctx context.Context, subject string) (held, error) {
 		if o := g.cfg.Observer; o != nil && errors.As(err, &ue) {
 			o.Refused()
 		}
+		return nil, err
 	}
-	return h, err
+	return &h, nil
 }
 
 func (g *Gate) cacheLookup(hit bool) {

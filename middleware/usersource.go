@@ -109,9 +109,9 @@ func (u *userSource) subjectKey(subject string) string {
 }
 
 // ready is the subject's entry in the hot set.
-func (u *userSource) ready(subject string) (held, bool) {
+func (u *userSource) ready(subject string) *held {
 	if subject == "" {
-		return held{}, false
+		return nil
 	}
 	return u.hot.get(subject)
 }
