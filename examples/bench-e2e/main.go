@@ -1,20 +1,38 @@
 // Command bench-e2e measures what the oauth2_token module costs a real
 // Caddy, end to end over loopback: `make bench-e2e`.
 //
-// One ./caddy process (built by `make caddy`) serves two sites that differ
-// in one line only:
+// One ./caddy process (built by `make caddy`) serves three sites:
 //
-//	(a) oauth2_token + reverse_proxy: the module gets a token from the fake
-//	    TaskNation token endpoint and injects it into every request;
-//	(b) reverse_proxy with a static `header_up Authorization "Bearer ..."`.
+//	(a) oauth2_token (client_credentials) + reverse_proxy: the module gets
+//	    a token from the fake TaskNation token endpoint and injects it into
+//	    every request (application context);
+//	(b) reverse_proxy with a static `header_up Authorization "Bearer ..."`:
+//	    the baseline;
+//	(c) a route of request_header, oauth2_token (authorization_code) and
+//	    reverse_proxy (user context): request_header copies the load
+//	    generator's X-Bench-User into X-Tokengate-Subject, standing for the
+//	    login in front (forward_auth, basic_auth) that sets a trusted
+//	    subject header; the module injects that subject's token.
 //
-// Both proxy to the same trivial upstream, which answers 200 to any
-// "Bearer" request and counts which kind of token it saw, so that each
-// run proves that its configuration was in effect. Load comes from wrk
-// (one thread, 50 connections by default) or, when wrk is not installed,
-// from a small Go load generator. Rounds alternate the order of a and b;
-// the report gives every run, the medians, the ratio of the median
-// throughputs (a)/(b) and the p99 latencies.
+// Before the rounds, -users subjects (user-0 … user-9999 by default) connect
+// through (c) with the real flow, as a browser would: /oauth2/connect, the
+// fake's authorization page, the callback. The load then names a different
+// subject on every request, round-robin over all of them; (a) and (b) get
+// the very same requests (they ignore the header), so that the load
+// generator costs the same on every site.
+//
+// All three proxy to the same trivial upstream, which answers 200 to any
+// "Bearer" request and counts which kind of token it saw, so that each run
+// proves that its configuration was in effect. Load comes from wrk (one
+// thread, 50 connections by default, the subject rotation in a Lua script)
+// or, when wrk is not installed, from a small Go load generator. Rounds
+// rotate the order of the sites (abc, bca, cab, …). Each run also measures
+// the CPU time the Caddy process used, per request proxied (Linux only).
+// The report gives every run, the medians per site, the throughput and
+// CPU-per-request ratios of (a) and (c) to (b) with their targets, and the
+// per-round ratios. A missed target is reported, not an error: the command
+// fails only when the measurement is wrong (failed requests, a token of the
+// wrong kind, token requests during the rounds).
 package main
 
 import (
@@ -24,6 +42,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -45,8 +64,27 @@ import (
 // staticToken is what configuration (b) sends upstream.
 const staticToken = "bench-static-token-0123456789abcdef0123456789abcdef"
 
-// target is the throughput ratio (a)/(b) the module should reach.
-const target = 0.97
+// Targets, against the static configuration (b).
+const (
+	targetApp    = 0.98 // throughput (a)/(b), at least
+	targetUser   = 0.95 // throughput (c)/(b), at least
+	targetAppCPU = 1.02 // Caddy CPU per request (a)/(b), at most
+)
+
+// userScopes are what site (c) asks for: scopes the fake's default client
+// may request.
+const userScopes = "supply::businesses supply::leads"
+
+// subjectHeader is the header the load generator names the user in;
+// site (c) copies it into trustedHeader, which the module reads.
+const (
+	subjectHeader = "X-Bench-User"
+	trustedHeader = "X-Tokengate-Subject"
+)
+
+// connectWorkers connect the subjects in parallel, well under the
+// module's default max_pending_states (10,000).
+const connectWorkers = 8
 
 type options struct {
 	caddy    string
@@ -55,6 +93,7 @@ type options struct {
 	warmup   time.Duration
 	conns    int
 	threads  int
+	users    int
 	loader   string
 	path     string
 }
@@ -62,11 +101,12 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.caddy, "caddy", "./caddy", "the Caddy binary with the oauth2_token module (make caddy)")
-	flag.IntVar(&o.rounds, "rounds", 10, "rounds; each runs a and b once, alternating which goes first")
+	flag.IntVar(&o.rounds, "rounds", 10, "rounds; each runs a, b and c once, rotating which goes first")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of one run")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load on each site before the first round")
 	flag.IntVar(&o.conns, "c", 50, "concurrent connections")
 	flag.IntVar(&o.threads, "t", 1, "wrk threads")
+	flag.IntVar(&o.users, "users", 10000, "subjects connected through site c; every site's load rotates over them")
 	flag.StringVar(&o.loader, "loader", "auto", "load generator: wrk, go, or auto (wrk when installed)")
 	flag.StringVar(&o.path, "path", "/api/v1/categories", "request path")
 	flag.Parse()
@@ -79,10 +119,11 @@ func main() {
 	}
 }
 
-// site is one of the two configurations under load.
+// site is one of the configurations under load.
 type site struct {
 	name, desc string
-	url        string
+	base       string // scheme and host
+	url        string // base + the request path
 	// kind is the token kind the upstream must see for this site.
 	kind tokenKind
 }
@@ -94,15 +135,23 @@ type result struct {
 	rps      float64
 	p99      time.Duration
 	requests int64
+	// cpu is the Caddy process's CPU time per request proxied, in
+	// microseconds; NaN when it cannot be measured.
+	cpu float64
+}
+
+// subjects returns user-0 … user-(n-1).
+func subjects(n int) []string {
+	s := make([]string, n)
+	for i := range s {
+		s[i] = "user-" + strconv.Itoa(i)
+	}
+	return s
 }
 
 func run(ctx context.Context, o options, out io.Writer) error {
-	if o.rounds < 1 || o.duration < time.Second || o.conns < 1 || o.threads < 1 {
-		return errors.New("want -rounds ≥ 1, -duration ≥ 1s, -c ≥ 1, -t ≥ 1")
-	}
-	load, loaderName, err := pickLoader(o)
-	if err != nil {
-		return err
+	if o.rounds < 1 || o.duration < time.Second || o.conns < 1 || o.threads < 1 || o.users < 1 {
+		return errors.New("want -rounds ≥ 1, -duration ≥ 1s, -c ≥ 1, -t ≥ 1, -users ≥ 1")
 	}
 	caddyBin, err := filepath.Abs(o.caddy)
 	if err != nil {
@@ -110,6 +159,15 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	if _, err := os.Stat(caddyBin); err != nil {
 		return fmt.Errorf("%w (build it with `make caddy`)", err)
+	}
+	dir, err := os.MkdirTemp("", "tokengate-bench-e2e-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	load, loaderName, err := pickLoader(o, dir)
+	if err != nil {
+		return err
 	}
 
 	fake := tasknationtest.NewServer(tasknationtest.Options{})
@@ -120,46 +178,71 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	defer up.close()
 
-	dir, err := os.MkdirTemp("", "tokengate-bench-e2e-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	portA, portB := freePort(), freePort()
-	if portA == "" || portB == "" {
+	portA, portB, portC := freePort(), freePort(), freePort()
+	if portA == "" || portB == "" || portC == "" {
 		return errors.New("no free loopback port")
 	}
-	cfg := caddyfile(dir, fake.TokenURL(), up.addr, portA, portB)
+	hostC := "http://127.0.0.1:" + portC
+	fake.AddRedirectURI(tasknationtest.DefaultClientID, hostC+"/oauth2/callback")
+	cfg := caddyfile(dir, fake.TokenURL(), fake.AuthURL(), up.addr, portA, portB, portC)
 	cfgPath := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
-	a := &site{name: "a", desc: "oauth2_token + reverse_proxy", url: "http://127.0.0.1:" + portA + o.path, kind: kindGate}
-	b := &site{name: "b", desc: "static header_up Authorization + reverse_proxy", url: "http://127.0.0.1:" + portB + o.path, kind: kindStatic}
+	newSite := func(name, desc, port string, kind tokenKind) *site {
+		base := "http://127.0.0.1:" + port
+		return &site{name: name, desc: desc, base: base, url: base + o.path, kind: kind}
+	}
+	a := newSite("a", "oauth2_token (client_credentials) + reverse_proxy", portA, kindGate)
+	b := newSite("b", "static header_up Authorization + reverse_proxy", portB, kindStatic)
+	c := newSite("c", "request_header + oauth2_token (user) + reverse_proxy", portC, kindGate)
 
 	version := "unknown version"
 	if v, err := exec.Command(caddyBin, "version").Output(); err == nil && len(bytes.Fields(v)) > 0 {
 		version = string(bytes.Fields(v)[0])
 	}
-	fmt.Fprintf(out, "bench-e2e: %s (Caddy %s), load from %s, %d rounds × %s per site, alternating\n",
-		o.caddy, version, loaderName, o.rounds, o.duration)
-	fmt.Fprintf(out, "  a: %s\n  b: %s\n  upstream: Go HTTP server on %s (200 to any Bearer request)\n\n", a.desc, b.desc, up.addr)
+	fmt.Fprintf(out, "bench-e2e: %s (Caddy %s), load from %s over %d subjects, %d rounds × %s per site, rotating\n",
+		o.caddy, version, loaderName, o.users, o.rounds, o.duration)
+	fmt.Fprintf(out, "  a: %s\n  b: %s\n  c: %s\n  upstream: Go HTTP server on %s (200 to any Bearer request)\n",
+		a.desc, b.desc, c.desc, up.addr)
 
-	stopCaddy, err := startCaddy(ctx, caddyBin, cfgPath, filepath.Join(dir, "caddy.log"), []*site{a, b}, up)
+	// (c) answers nothing but errors until its subjects connect: (a) and
+	// (b) tell when Caddy is up.
+	stopCaddy, pid, err := startCaddy(ctx, caddyBin, cfgPath, filepath.Join(dir, "caddy.log"), []*site{a, b}, up)
 	if err != nil {
 		return err
 	}
 	defer stopCaddy()
+	cpu := newCPUMeter(pid)
+	fmt.Fprintf(out, "  Caddy CPU: %s\n\n", cpu.desc)
+
+	users := subjects(o.users)
+	codesBefore := fake.TokenRequests(tasknationtest.GrantAuthorizationCode)
+	took, err := connectUsers(ctx, c.base, users, connectWorkers)
+	if err != nil {
+		return fmt.Errorf("connecting the subjects through site c: %w", err)
+	}
+	if n := fake.TokenRequests(tasknationtest.GrantAuthorizationCode) - codesBefore; n != int64(len(users)) {
+		return fmt.Errorf("the connects made %d authorization_code grants, want %d", n, len(users))
+	}
+	fmt.Fprintf(out, "connected %d subjects through c in %s (%d workers, %.0f connects/s)\n",
+		len(users), took.Round(10*time.Millisecond), connectWorkers, float64(len(users))/took.Seconds())
+	if err := spotCheck(c, up, users); err != nil {
+		return fmt.Errorf("site c: %w", err)
+	}
+	fmt.Fprintln(out)
 
 	// One run: load the site, then check that every request the upstream
 	// saw carried this site's kind of token and that none failed.
 	measure := func(s *site, d time.Duration, round int) (result, error) {
 		up.reset()
+		cpu0, cpuOK := cpu.read()
 		lr, err := load(ctx, s.url, d)
 		if err != nil {
 			return result{}, fmt.Errorf("site %s: %w", s.name, err)
 		}
 		up.settle() // requests cut off at the end may still reach the upstream
+		cpu1, cpuOK1 := cpu.read()
 		if lr.failed > 0 {
 			return result{}, fmt.Errorf("site %s: %d of %d requests failed or were not 200", s.name, lr.failed, lr.requests)
 		}
@@ -167,25 +250,34 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if seen[s.kind] == 0 || seen[s.kind] != seen.total() {
 			return result{}, fmt.Errorf("site %s: the upstream saw %v, want only %s tokens", s.name, seen, s.kind)
 		}
-		return result{round: round, site: s, rps: lr.rps, p99: lr.p99, requests: lr.requests}, nil
+		if seen.total() < lr.requests {
+			return result{}, fmt.Errorf("site %s: %d requests answered 200, the upstream saw only %d", s.name, lr.requests, seen.total())
+		}
+		res := result{round: round, site: s, rps: lr.rps, p99: lr.p99, requests: lr.requests, cpu: math.NaN()}
+		if cpuOK && cpuOK1 {
+			res.cpu = cpuPerRequest(cpu1-cpu0, seen.total())
+		}
+		return res, nil
 	}
 
-	for _, s := range []*site{a, b} {
+	sites := []*site{a, b, c}
+	for _, s := range sites {
 		if _, err := measure(s, o.warmup, 0); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	tokensAfterWarmup := fake.TokenRequests("")
+	// Every token lasts an hour: from here on (a) and (c) inject tokens
+	// they hold.
+	grants := []string{tasknationtest.GrantClientCredentials, tasknationtest.GrantAuthorizationCode, tasknationtest.GrantRefreshToken}
+	tokensBefore := map[string]int64{"": fake.TokenRequests("")}
+	for _, g := range grants {
+		tokensBefore[g] = fake.TokenRequests(g)
+	}
 
 	var results []result
-	const row = "%5s  %4s  %8s  %9s  %9s\n"
-	fmt.Fprintf(out, row, "round", "site", "req/s", "p99", "requests")
+	fmt.Fprintf(out, runRow, "round", "site", "req/s", "p99", "requests", "CPU µs/req")
 	for r := 1; r <= o.rounds; r++ {
-		order := []*site{a, b}
-		if r%2 == 0 {
-			order = []*site{b, a}
-		}
-		for _, s := range order {
+		for _, s := range roundOrder(sites, r) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -194,50 +286,179 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				return fmt.Errorf("round %d: %w", r, err)
 			}
 			results = append(results, res)
-			fmt.Fprintf(out, row, strconv.Itoa(r), s.name, fmt.Sprintf("%.0f", res.rps), fmtDur(res.p99), strconv.FormatInt(res.requests, 10))
+			fmt.Fprintf(out, runRow, strconv.Itoa(r), s.name, fmt.Sprintf("%.0f", res.rps), fmtDur(res.p99),
+				strconv.FormatInt(res.requests, 10), fmtCPU(res.cpu))
 		}
 	}
-	if n := fake.TokenRequests("") - tokensAfterWarmup; n != 0 {
-		return fmt.Errorf("site a made %d token requests during the measured rounds, want 0 (one token lasts an hour)", n)
+	for _, g := range grants {
+		if n := fake.TokenRequests(g) - tokensBefore[g]; n != 0 {
+			who := "c"
+			if g == tasknationtest.GrantClientCredentials {
+				who = "a"
+			}
+			return fmt.Errorf("site %s made %d %s token requests during the measured rounds, want 0 (one token lasts an hour)", who, n, g)
+		}
+	}
+	if n := fake.TokenRequests("") - tokensBefore[""]; n != 0 {
+		return fmt.Errorf("%d token requests during the measured rounds, want 0 (one token lasts an hour)", n)
 	}
 
-	report(out, results, a, b)
+	report(out, results, b, []comparison{
+		{s: a, minRPS: targetApp, maxCPU: targetAppCPU},
+		{s: c, minRPS: targetUser},
+	}, sites)
 	return nil
 }
 
-// report prints the medians, the throughput ratio and whether it meets
-// the target.
-func report(out io.Writer, results []result, a, b *site) {
-	pick := func(s *site) (rps []float64, p99 []time.Duration) {
-		for _, r := range results {
-			if r.site == s {
-				rps, p99 = append(rps, r.rps), append(p99, r.p99)
-			}
-		}
-		return rps, p99
-	}
-	rpsA, p99A := pick(a)
-	rpsB, p99B := pick(b)
-	// Paired by round: a and b ran back to back, so a drift of the machine
-	// cancels out of each round's ratio.
-	var paired []float64
-	for i := range rpsA {
-		paired = append(paired, rpsA[i]/rpsB[i])
-	}
-	ratio := median(rpsA) / median(rpsB)
-	verdict := "met"
-	if ratio < target {
-		verdict = "MISSED"
-	}
-	fmt.Fprintf(out, "\nmedians over %d rounds:\n", len(rpsA))
-	fmt.Fprintf(out, "  a %-48s %8.0f req/s   p99 %s\n", a.desc, median(rpsA), fmtDur(medianDur(p99A)))
-	fmt.Fprintf(out, "  b %-48s %8.0f req/s   p99 %s\n", b.desc, median(rpsB), fmtDur(medianDur(p99B)))
-	fmt.Fprintf(out, "throughput ratio a/b: %.3f (median of per-round ratios %.3f, range %.3f–%.3f); target ≥ %.2f: %s\n",
-		ratio, median(paired), slices.Min(paired), slices.Max(paired), target, verdict)
+const runRow = "%5s  %4s  %8s  %9s  %9s  %10s\n"
+
+// roundOrder rotates the sites by round: abc, bca, cab, abc, …, so that
+// each site runs first, second and last equally often.
+func roundOrder(sites []*site, round int) []*site {
+	k := (round - 1) % len(sites)
+	return append(slices.Clone(sites[k:]), sites[:k]...)
 }
 
-// caddyfile is the config of both sites: identical but for the auth line.
-func caddyfile(dir, tokenURL, upstream, portA, portB string) string {
+// comparison is a site measured against the baseline, with its targets
+// (0: none).
+type comparison struct {
+	s      *site
+	minRPS float64 // throughput ratio to the baseline, at least
+	maxCPU float64 // CPU-per-request ratio to the baseline, at most
+}
+
+// siteMedians picks s's runs out of results and returns the median
+// throughput, p99 and CPU per request (NaN if any run lacks it).
+func siteMedians(results []result, s *site) (rps float64, p99 time.Duration, cpu float64, n int) {
+	var rs, cs []float64
+	var ps []time.Duration
+	for _, r := range results {
+		if r.site == s {
+			rs, ps, cs = append(rs, r.rps), append(ps, r.p99), append(cs, r.cpu)
+		}
+	}
+	return median(rs), medianDur(ps), median(cs), len(rs)
+}
+
+// pairedRatios returns, round by round, num's value over den's value in
+// the same round: the two ran back to back, so a drift of the machine
+// cancels out of each ratio. Rounds missing either site are skipped.
+func pairedRatios(results []result, num, den *site, val func(result) float64) (rounds []int, ratios []float64) {
+	dens := map[int]float64{}
+	for _, r := range results {
+		if r.site == den {
+			dens[r.round] = val(r)
+		}
+	}
+	for _, r := range results {
+		if d, ok := dens[r.round]; ok && r.site == num {
+			rounds, ratios = append(rounds, r.round), append(ratios, val(r)/d)
+		}
+	}
+	return rounds, ratios
+}
+
+func rpsOf(r result) float64 { return r.rps }
+func cpuOf(r result) float64 { return r.cpu }
+
+// report prints the medians per site, the per-round ratios, and the
+// ratios of each compared site to the baseline with their targets.
+func report(out io.Writer, results []result, base *site, cmps []comparison, sites []*site) {
+	type med struct {
+		rps, cpu float64
+		p99      time.Duration
+	}
+	meds := map[*site]med{}
+	rounds := 0
+	for _, r := range results {
+		rounds = max(rounds, r.round)
+	}
+	fmt.Fprintf(out, "\nmedians over %d rounds:\n", rounds)
+	for _, s := range sites {
+		rps, p99, cpu, _ := siteMedians(results, s)
+		meds[s] = med{rps, cpu, p99}
+		fmt.Fprintf(out, "  %s %-52s %8.0f req/s   p99 %8s   Caddy CPU %s µs/req\n", s.name, s.desc, rps, fmtDur(p99), fmtCPU(cpu))
+	}
+
+	// The per-round ratios, one column per compared site and measure.
+	type column struct {
+		head   string
+		rounds []int
+		ratios []float64
+	}
+	var cols []column
+	for _, m := range []struct {
+		name string
+		val  func(result) float64
+	}{{"req/s", rpsOf}, {"CPU/req", cpuOf}} {
+		for _, c := range cmps {
+			rs, xs := pairedRatios(results, c.s, base, m.val)
+			cols = append(cols, column{fmt.Sprintf("%s/%s %s", c.s.name, base.name, m.name), rs, xs})
+		}
+	}
+	fmt.Fprintf(out, "\nper-round ratios to %s (same round, back to back):\n%5s", base.name, "round")
+	for _, c := range cols {
+		fmt.Fprintf(out, "  %11s", c.head)
+	}
+	fmt.Fprintln(out)
+	for r := 1; r <= rounds; r++ {
+		fmt.Fprintf(out, "%5d", r)
+		for _, c := range cols {
+			v := "-"
+			if i := slices.Index(c.rounds, r); i >= 0 {
+				v = fmtRatio(c.ratios[i])
+			}
+			fmt.Fprintf(out, "  %11s", v)
+		}
+		fmt.Fprintln(out)
+	}
+
+	fmt.Fprintln(out)
+	for _, c := range cmps {
+		_, xs := pairedRatios(results, c.s, base, rpsOf)
+		ratio := meds[c.s].rps / meds[base].rps
+		fmt.Fprintf(out, "throughput %s/%s: %s (of the medians; per-round median %s, range %s); target ≥ %.2f: %s\n",
+			c.s.name, base.name, fmtRatio(ratio), fmtRatio(median(xs)), fmtRange(xs), c.minRPS, verdict(ratio >= c.minRPS))
+	}
+	for _, c := range cmps {
+		_, xs := pairedRatios(results, c.s, base, cpuOf)
+		ratio := meds[c.s].cpu / meds[base].cpu
+		line := fmt.Sprintf("Caddy CPU per request %s/%s: %s (of the medians; per-round median %s, range %s)",
+			c.s.name, base.name, fmtRatio(ratio), fmtRatio(median(xs)), fmtRange(xs))
+		switch {
+		case c.maxCPU == 0:
+		case math.IsNaN(ratio):
+			line += fmt.Sprintf("; target ≤ %.2f: n/a", c.maxCPU)
+		default:
+			line += fmt.Sprintf("; target ≤ %.2f: %s", c.maxCPU, verdict(ratio <= c.maxCPU))
+		}
+		fmt.Fprintln(out, line)
+	}
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+func fmtRatio(x float64) string {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.3f", x)
+}
+
+func fmtRange(xs []float64) string {
+	if len(xs) == 0 || slices.ContainsFunc(xs, math.IsNaN) {
+		return "n/a"
+	}
+	return fmtRatio(slices.Min(xs)) + "–" + fmtRatio(slices.Max(xs))
+}
+
+// caddyfile is the config of the three sites, identical but for the auth.
+func caddyfile(dir, tokenURL, authURL, upstream, portA, portB, portC string) string {
 	return fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -247,7 +468,7 @@ func caddyfile(dir, tokenURL, upstream, portA, portB string) string {
 	}
 }
 
-# (a) the module under test
+# (a) the module under test, application context
 http://:%[4]s {
 	bind 127.0.0.1
 	oauth2_token {
@@ -269,22 +490,51 @@ http://:%[6]s {
 		header_up Authorization "Bearer %[7]s"
 	}
 }
-`, filepath.Join(dir, "storage"), tokenURL, upstream, portA, tasknationtest.DefaultClientID, portB, staticToken)
+
+# (c) the module under test, user context. request_header stands for the
+# login in front of the module (forward_auth or basic_auth) that sets a
+# trusted subject header: here it copies the load generator's %[11]s,
+# which names one of the connected subjects, into %[12]s, which the module
+# reads. A route runs its directives in the order written, so the header is
+# set before oauth2_token reads it.
+http://:%[8]s {
+	bind 127.0.0.1
+	route {
+		request_header %[12]s {http.request.header.%[11]s}
+		oauth2_token {
+			grant authorization_code
+			token_url %[2]s
+			auth_url %[9]s
+			client_id %[5]s
+			client_secret {env.TASKNATION_CLIENT_SECRET}
+			user {http.request.header.%[12]s}
+			redirect_uri http://127.0.0.1:%[8]s/oauth2/callback
+			store memory
+			scopes %[10]s
+		}
+		reverse_proxy %[3]s {
+			header_up Host {upstream_hostport}
+		}
+	}
+}
+`, filepath.Join(dir, "storage"), tokenURL, upstream, portA, tasknationtest.DefaultClientID, portB, staticToken,
+		portC, authURL, userScopes, subjectHeader, trustedHeader)
 }
 
-// startCaddy runs caddy with the config and waits until both sites answer
-// 200 through to the upstream. The returned function stops it.
-func startCaddy(ctx context.Context, bin, cfgPath, logPath string, sites []*site, up *upstream) (stop func(), err error) {
+// startCaddy runs caddy with the config and waits until the sites answer
+// 200 through to the upstream. It returns a function that stops it, and
+// its process id.
+func startCaddy(ctx context.Context, bin, cfgPath, logPath string, sites []*site, up *upstream) (stop func(), pid int, err error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "TASKNATION_CLIENT_SECRET="+tasknationtest.DefaultClientSecret)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return nil, err
+		return nil, 0, err
 	}
 	exited := make(chan struct{})
 	var waitErr error
@@ -299,10 +549,10 @@ func startCaddy(ctx context.Context, bin, cfgPath, logPath string, sites []*site
 		}
 		logFile.Close()
 	}
-	fail := func(err error) (func(), error) {
+	fail := func(err error) (func(), int, error) {
 		stop()
 		logText, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("%w\ncaddy log:\n%s", err, logText)
+		return nil, 0, fmt.Errorf("%w\ncaddy log:\n%s", err, logText)
 	}
 
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -331,7 +581,7 @@ func startCaddy(ctx context.Context, bin, cfgPath, logPath string, sites []*site
 			}
 		}
 	}
-	return stop, nil
+	return stop, cmd.Process.Pid, nil
 }
 
 // tokenKind classifies the Authorization header the upstream received.
@@ -437,22 +687,53 @@ type loadResult struct {
 	failed   int64 // transport errors and answers other than 200
 }
 
+// A loader loads url for d, each request naming the next subject
+// round-robin in the X-Bench-User header.
 type loader func(ctx context.Context, url string, d time.Duration) (loadResult, error)
 
-func pickLoader(o options) (loader, string, error) {
+func pickLoader(o options, dir string) (loader, string, error) {
 	wrk, lookErr := exec.LookPath("wrk")
 	switch {
 	case o.loader == "wrk" && lookErr != nil:
 		return nil, "", fmt.Errorf("-loader wrk: %w", lookErr)
 	case o.loader == "wrk" || o.loader == "auto" && lookErr == nil:
-		return wrkLoader(wrk, o.threads, o.conns), fmt.Sprintf("wrk -t%d -c%d", o.threads, o.conns), nil
+		script := filepath.Join(dir, "subjects.lua")
+		if err := os.WriteFile(script, []byte(wrkScript(o.users)), 0o600); err != nil {
+			return nil, "", err
+		}
+		return wrkLoader(wrk, o.threads, o.conns, script), fmt.Sprintf("wrk -t%d -c%d", o.threads, o.conns), nil
 	case o.loader == "go":
-		return goLoader(o.conns), fmt.Sprintf("the Go load generator, %d connections", o.conns), nil
+		return goLoader(o.conns, subjects(o.users)), fmt.Sprintf("the Go load generator, %d connections,", o.conns), nil
 	case o.loader == "auto":
-		return goLoader(o.conns), fmt.Sprintf("the Go load generator, %d connections (wrk not installed)", o.conns), nil
+		return goLoader(o.conns, subjects(o.users)), fmt.Sprintf("the Go load generator, %d connections (wrk not installed),", o.conns), nil
 	default:
 		return nil, "", fmt.Errorf("-loader %q: want wrk, go or auto", o.loader)
 	}
+}
+
+// wrkScript is the wrk Lua script that names subject user-0 … user-(n-1)
+// round-robin, one per request, in X-Bench-User. The requests are built
+// once, in init; request() only hands out the next, so that rotating the
+// subject costs wrk little and the same on every site. Each wrk thread
+// runs its own copy, starting at user-0.
+func wrkScript(n int) string {
+	return fmt.Sprintf(`-- written by bench-e2e: one subject per request, round-robin
+local n = %d
+local requests = {}
+local cursor = 0
+
+function init(args)
+	for i = 0, n - 1 do
+		requests[i] = wrk.format(nil, nil, {[%q] = "user-" .. i})
+	end
+end
+
+function request()
+	local r = requests[cursor]
+	cursor = (cursor + 1) %% n
+	return r
+end
+`, n, subjectHeader)
 }
 
 var (
@@ -463,12 +744,13 @@ var (
 	wrkSocket   = regexp.MustCompile(`(?m)Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
 )
 
-// wrkLoader runs wrk with latency statistics and parses its report.
-func wrkLoader(bin string, threads, conns int) loader {
+// wrkLoader runs wrk with the subject script and latency statistics and
+// parses its report.
+func wrkLoader(bin string, threads, conns int, script string) loader {
 	return func(ctx context.Context, url string, d time.Duration) (loadResult, error) {
 		secs := max(1, int(d.Round(time.Second)/time.Second))
 		cmd := exec.CommandContext(ctx, bin, "-t"+strconv.Itoa(threads), "-c"+strconv.Itoa(conns),
-			"-d"+strconv.Itoa(secs)+"s", "--latency", url)
+			"-d"+strconv.Itoa(secs)+"s", "--latency", "-s", script, url)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {
@@ -507,8 +789,9 @@ func parseWrk(text string) (loadResult, error) {
 }
 
 // goLoader keeps conns requests in flight, each connection a closed loop,
-// for d, and records every latency.
-func goLoader(conns int) loader {
+// for d, and records every latency. Requests name the subjects
+// round-robin, shared by all connections, like wrk's script.
+func goLoader(conns int, users []string) loader {
 	return func(ctx context.Context, url string, d time.Duration) (loadResult, error) {
 		tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}
 		defer tr.CloseIdleConnections()
@@ -520,6 +803,7 @@ func goLoader(conns int) loader {
 			mu        sync.Mutex
 			latencies []time.Duration
 			failed    atomic.Int64
+			next      atomic.Uint64
 			wg        sync.WaitGroup
 		)
 		start := time.Now()
@@ -528,6 +812,7 @@ func goLoader(conns int) loader {
 				local := make([]time.Duration, 0, 1<<14)
 				for ctx.Err() == nil {
 					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+					req.Header[subjectHeader] = []string{users[(next.Add(1)-1)%uint64(len(users))]}
 					t0 := time.Now()
 					resp, err := client.Do(req)
 					if err != nil {
@@ -576,7 +861,11 @@ func freePort() string {
 	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
+// median is NaN for no values or when one is NaN.
 func median(xs []float64) float64 {
+	if len(xs) == 0 || slices.ContainsFunc(xs, math.IsNaN) {
+		return math.NaN()
+	}
 	s := slices.Sorted(slices.Values(xs))
 	if len(s)%2 == 1 {
 		return s[len(s)/2]
@@ -601,4 +890,12 @@ func fmtDur(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
 	}
+}
+
+// fmtCPU formats microseconds per request; n/a for NaN.
+func fmtCPU(us float64) string {
+	if math.IsNaN(us) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f", us)
 }
