@@ -131,7 +131,9 @@ type holdWriter struct {
 	// savedKeys and savedVals are w's header before next ran: the keys
 	// and their value slices (not copies: a handler that adds a value
 	// appends past the saved length, which restoring cuts off again).
-	// Pooled with the writer, so that saving costs no allocation.
+	// Pooled with the writer, so that saving costs no allocation; not
+	// cleared on put (the next reset overwrites them, and the pool lets go
+	// of idle writers within two collections).
 	savedKeys []string
 	savedVals [][]string
 	canHold   bool
@@ -152,13 +154,38 @@ func (h *holdWriter) reset(w http.ResponseWriter, canHold bool, kept *keptBody) 
 	h.w, h.canHold, h.kept = w, canHold, kept
 	h.wrote, h.held, h.rejected = false, false, false
 	h.body, h.savedKeys, h.savedVals = h.body[:0], h.savedKeys[:0], h.savedVals[:0]
-	if hdr := w.Header(); len(hdr) > 0 && canHold {
-		// What to go back to if the answer is held. A server's writer
-		// already holds some (Caddy's: Server).
-		for k, v := range hdr {
-			h.savedKeys = append(h.savedKeys, k)
-			h.savedVals = append(h.savedVals, v)
+	if canHold {
+		h.save(w.Header())
+	}
+}
+
+// serverHeaders are what a server's writer commonly holds before a handler
+// runs (Caddy's: Server; Alt-Svc with HTTP/3).
+var serverHeaders = [...]string{"Server", "Alt-Svc"}
+
+// save notes what to go back to if the answer is held. When the header
+// holds only serverHeaders, looking them up costs less than walking the
+// map (whose iterator draws a random start on every range).
+func (h *holdWriter) save(hdr http.Header) {
+	n := len(hdr)
+	if n == 0 {
+		return
+	}
+	if n <= len(serverHeaders) {
+		for _, k := range serverHeaders {
+			if v, ok := hdr[k]; ok {
+				h.savedKeys = append(h.savedKeys, k)
+				h.savedVals = append(h.savedVals, v)
+			}
 		}
+		if len(h.savedKeys) == n {
+			return
+		}
+		h.savedKeys, h.savedVals = h.savedKeys[:0], h.savedVals[:0]
+	}
+	for k, v := range hdr {
+		h.savedKeys = append(h.savedKeys, k)
+		h.savedVals = append(h.savedVals, v)
 	}
 }
 
@@ -166,10 +193,6 @@ func (h *holdWriter) reset(w http.ResponseWriter, canHold bool, kept *keptBody) 
 func (h *holdWriter) put() {
 	if cap(h.body) > maxHeldBody {
 		h.body = nil
-	}
-	if len(h.savedKeys) > 0 {
-		clear(h.savedKeys) // no references kept in the pool
-		clear(h.savedVals)
 	}
 	h.w, h.kept = nil, nil
 	holdPool.Put(h)
