@@ -183,6 +183,8 @@ bench: deps
 	$(BENCHSTAT) -filter '-.name:/^Herd/' -col /impl bench.txt
 	@echo; echo "== herd: x/oauth2 vs tokengate =="
 	$(BENCHSTAT) -filter '.name:/^Herd/' -col '/impl@(x-oauth2 tokengate)' bench.txt
+	@echo; echo "== a connected user's cached token vs the application token (target: at most 2x) =="
+	$(BENCHSTAT) -filter '.name:/^Wrap_User/' -col '/impl@(app user)' bench.txt
 
 # End to end over loopback: ./caddy with oauth2_token vs ./caddy with a
 # static Authorization header, same upstream, rounds alternating; wrk from
