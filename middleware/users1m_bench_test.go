@@ -168,7 +168,7 @@ func TestUsers1MGCRatio_Gate(t *testing.T) {
 		u.close()
 		*u = users1M{}
 		runtime.GC()
-		t.Logf("impl=%s: %.2f gc-ms/cycle, %.0f heap-MB", impl, cost[impl].MsPerCycle, cost[impl].HeapMB)
+		t.Logf("impl=%s: %.2f gc-ms/cycle, %.1f gc-scan-MB/cycle, %.0f heap-MB", impl, cost[impl].MsPerCycle, cost[impl].ScanMB, cost[impl].HeapMB)
 	}
 	m, g := cost[implMap].MsPerCycle, cost[implGate].MsPerCycle
 	if g*minRatio > m {

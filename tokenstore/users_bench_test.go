@@ -162,7 +162,7 @@ func TestUsers1MGCRatio(t *testing.T) {
 		cost[impl] = population.MeasureGC(u)
 		u.close()
 		runtime.GC() // free it before the next one is built
-		t.Logf("impl=%s: %.2f gc-ms/cycle, %.0f heap-MB", impl, cost[impl].MsPerCycle, cost[impl].HeapMB)
+		t.Logf("impl=%s: %.2f gc-ms/cycle, %.1f gc-scan-MB/cycle, %.0f heap-MB", impl, cost[impl].MsPerCycle, cost[impl].ScanMB, cost[impl].HeapMB)
 	}
 	m, bc := cost[implMap].MsPerCycle, cost[implBigcache].MsPerCycle
 	if bc*minRatio > m {

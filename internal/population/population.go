@@ -90,6 +90,10 @@ func (p Packed) At(i int) string { return p.all[i*p.n : (i+1)*p.n] }
 type GCCost struct {
 	MsPerCycle float64 // GC CPU (all workers and pauses) per cycle, in ms
 	HeapMB     float64 // live heap after the last cycle, in MiB
+	// ScanMB is what the last cycle scanned (heap, stacks, globals), in
+	// MiB: the work a cycle does, which, unlike its CPU time, does not
+	// depend on what else the machine runs.
+	ScanMB float64
 }
 
 // MeasureGC runs a few collections while live is reachable.
@@ -98,6 +102,7 @@ func MeasureGC(live any) GCCost {
 		{Name: "/cpu/classes/gc/total:cpu-seconds"},
 		{Name: "/gc/cycles/total:gc-cycles"},
 		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/scan/total:bytes"},
 	}
 	runtime.GC() // the measured cycles see only live data, no garbage left over
 	metrics.Read(samples)
@@ -111,14 +116,16 @@ func MeasureGC(live any) GCCost {
 	return GCCost{
 		MsPerCycle: (samples[0].Value.Float64() - cpu0) * 1e3 / float64(cycles),
 		HeapMB:     float64(samples[2].Value.Uint64()) / (1 << 20),
+		ScanMB:     float64(samples[3].Value.Uint64()) / (1 << 20),
 	}
 }
 
 // Report measures the GC cost with live reachable and reports it as the
-// benchmark's gc-ms/cycle and heap-MB.
+// benchmark's gc-ms/cycle, gc-scan-MB/cycle and heap-MB.
 func Report(b *testing.B, live any) {
 	c := MeasureGC(live)
 	b.ReportMetric(c.MsPerCycle, "gc-ms/cycle")
+	b.ReportMetric(c.ScanMB, "gc-scan-MB/cycle")
 	b.ReportMetric(c.HeapMB, "heap-MB")
 }
 
