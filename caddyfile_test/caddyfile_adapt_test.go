@@ -161,13 +161,14 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		"TN_SUPPLY_CLIENT_SECRET": "env-only-supply-secret-b04d",
 		"TN_DEMAND_CLIENT_SECRET": "env-only-demand-secret-e5c8",
 		"TOKENGATE_KEY":           "ZW52LW9ubHktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM=",
+		"TOKENGATE_OLD_KEY":       "ZW52LW9ubHktb2xkZXIta2V5LWtleS0zMi1ieXRlcyE=",
 		"REDIS_PASSWORD":          "env-only-redis-password-61fa",
 		"REDIS_ADDR":              "env-only-redis.example:6380",
 	}
 	for k, v := range secrets {
 		t.Setenv(k, v)
 	}
-	literal, key, redisPassword := 0, 0, 0
+	literal, key, olderKey, redisPassword := 0, 0, 0, 0
 	for name, got := range adaptedFixtures(t) {
 		for k, v := range secrets {
 			if bytes.Contains(got, []byte(v)) {
@@ -180,6 +181,9 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		if bytes.Contains(got, []byte(`"encryption_key":"{env.TOKENGATE_KEY}"`)) {
 			key++
 		}
+		if bytes.Contains(got, []byte(`"older_encryption_keys":["{env.TOKENGATE_OLD_KEY}"`)) {
+			olderKey++
+		}
 		if bytes.Contains(got, []byte(`"redis_password":"{env.REDIS_PASSWORD}"`)) {
 			redisPassword++
 		}
@@ -190,6 +194,9 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 	}
 	if key == 0 {
 		t.Errorf(`no adapted fixture has "encryption_key":"{env.TOKENGATE_KEY}" literally`)
+	}
+	if olderKey == 0 {
+		t.Errorf(`no adapted fixture has "older_encryption_keys":["{env.TOKENGATE_OLD_KEY}",...] literally`)
 	}
 	if redisPassword == 0 {
 		t.Errorf(`no adapted fixture has "redis_password":"{env.REDIS_PASSWORD}" literally`)

@@ -27,7 +27,7 @@ import (
 // oauth2_token serves the connect flow and injects each user's own token.
 
 // siteUsers are the site's basic_auth accounts and their passwords.
-var siteUsers = map[string]string{"alice": "alice-site-pw", "bob": "bob-site-pw"}
+var siteUsers = map[string]string{"alice": "alice-site-pw", "bob": "bob-site-pw", "carol": "carol-site-pw"}
 
 // The API path the users call: it needs supply::leads.
 const leadsPath = "/api/v1/leads"
@@ -51,6 +51,7 @@ type userSite struct {
 type userOptions struct {
 	extra string // more lines inside the oauth2_token block
 	site  string // more lines in the site block
+	log   string // a file for Caddy's default log (INFO); "": stderr
 }
 
 func newUserSite(t *testing.T) *userSite {
@@ -80,6 +81,10 @@ func (s *userSite) connectURL() string  { return s.base + "/oauth2/connect" }
 // basic_auth on purpose (the directives order themselves), and the access
 // log filtered as examples/user-context/Caddyfile does it.
 func (s *userSite) caddyfile(o userOptions) string {
+	var log string
+	if o.log != "" {
+		log = fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t}\n", o.log)
+	}
 	return fmt.Sprintf(`{
 	admin %s
 	http_port %d
@@ -88,7 +93,7 @@ func (s *userSite) caddyfile(o userOptions) string {
 	auto_https off
 	persist_config off
 	storage file_system %s
-}
+%s}
 
 http://127.0.0.1:%d {
 	bind 127.0.0.1
@@ -124,11 +129,12 @@ http://127.0.0.1:%d {
 	basic_auth {
 		alice %s
 		bob %s
+		carol %s
 	}
 %s}
-`, s.adminAddr, s.httpPort, s.httpsPort, s.storageDir(), s.httpPort, s.logFile,
+`, s.adminAddr, s.httpPort, s.httpsPort, s.storageDir(), log, s.httpPort, s.logFile,
 		s.fake.URL, s.fake.TokenURL(), s.fake.AuthURL(), s.callbackURL(), o.extra,
-		s.hashes["alice"], s.hashes["bob"], o.site)
+		s.hashes["alice"], s.hashes["bob"], s.hashes["carol"], o.site)
 }
 
 func (s *userSite) storageDir() string { return filepath.Join(s.dir, "storage") }

@@ -41,7 +41,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    scopes          <scope...>
 //	    grant           client_credentials|authorization_code
 //	    store           memory|file <dir>|caddy|redis <host:port> [<db>]
-//	    encryption_key  <base64 32 bytes>
+//	    encryption_key  <base64 32 bytes> [<older key>...]
 //	    request_timeout <duration>
 //	    max_replay_body <size>|off
 //	    refresh_window  <fraction>
@@ -72,7 +72,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 // client_id and client_secret are required; with authorization_code, user
 // and redirect_uri too. The db of store redis is a database number, 0 by
-// default. Each subdirective may appear once. Values are
+// default. encryption_key's first key seals, the older keys only open
+// (a key rotation; older_encryption_keys in JSON). Each subdirective may appear once. Values are
 // checked here as far as they can be without resolving placeholders, so
 // that `caddy adapt` reports mistakes.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -172,10 +173,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "redis_namespace":
 			err = one(&h.RedisNamespace)
 		case "encryption_key":
-			if err = one(&h.EncryptionKey); err == nil && !hasPlaceholder(h.EncryptionKey) {
-				if _, err := tokenstore.ParseKey(h.EncryptionKey); err != nil {
-					return d.WrapErr(settingError(err))
-				}
+			keys := d.RemainingArgs()
+			if len(keys) == 0 {
+				return d.ArgErr()
+			}
+			h.EncryptionKey, h.OlderEncryptionKeys = keys[0], keys[1:]
+			if len(h.OlderEncryptionKeys) == 0 {
+				h.OlderEncryptionKeys = nil
+			}
+			if _, err := sealKeys(keys, nil); err != nil {
+				return d.WrapErr(err)
 			}
 		case "scopes":
 			h.Scopes = d.RemainingArgs()

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -68,6 +69,9 @@ func FuzzCaddyfile(f *testing.F) {
 		{1, "r3d1s-PASSWORD extra-PASSWORD", "client_id app\nclient_secret x\nstore redis localhost:6379"},
 		{2, "bm90LWEta2V5LW5vdC1hLWtleS1ub3QtYS1rZXktbm8", "client_id app\nclient_secret x\nstore file /tmp/x"},
 		{2, "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk=", "client_id app\nclient_secret x\nstore file /tmp/x"},
+		{2, "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk= {env.OLD_KEY}", "client_id app\nclient_secret x\nstore file /tmp/x"},
+		{2, "{env.NEW_KEY} bm90LWEta2V5LW5vdC1hLWtleS1ub3QtYS1rZXktbm8", "client_id app\nclient_secret x\nstore file /tmp/x"},
+		{2, "{env.K} {env.K}", "client_id app\nclient_secret x\nstore file /tmp/x"},
 	} {
 		f.Add(s.which, s.secret, s.block)
 	}
@@ -90,8 +94,12 @@ func FuzzCaddyfile(f *testing.F) {
 			values = append(values, tok.Text)
 		}
 		if err == nil {
-			got := map[string]string{"client_secret": h.ClientSecret, "redis_password": h.RedisPassword, "encryption_key": h.EncryptionKey}[sub]
-			if len(values) != 1 || got != values[0] {
+			got := map[string][]string{
+				"client_secret":  {h.ClientSecret},
+				"redis_password": {h.RedisPassword},
+				"encryption_key": append([]string{h.EncryptionKey}, h.OlderEncryptionKeys...),
+			}[sub]
+			if !slices.Equal(got, values) {
 				t.Fatalf("parsed: %s is %q, the block gave it %q", sub, got, values)
 			}
 			return

@@ -59,6 +59,8 @@ func TestSettingErrors(t *testing.T) {
 			`oauth2_token: callback_path "/oauth2/callback": the same path as connect_path`},
 		{"short key", user(func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_SHORT_KEY}" }), "",
 			"oauth2_token: encryption_key: encryption key decodes to 9 bytes, want 32 (generate one with: openssl rand -base64 32)"},
+		{"short older key", user(func(h *Handler) { h.OlderEncryptionKeys = []string{"{env.TG_TEST_SHORT_KEY}"} }), "",
+			"oauth2_token: encryption_key: key 2 of 2 (an older key) decodes to 9 bytes, want 32 (generate one with: openssl rand -base64 32)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +93,7 @@ func TestSettingErrors_Caddyfile(t *testing.T) {
 		want       string
 	}{
 		{"bad key", "encryption_key c2hvcnQta2V5\n\t\tstore file /tmp/x", "", "oauth2_token: encryption_key: encryption key decodes to 9 bytes, want 32"},
+		{"bad older key", "encryption_key {env.KEY} c2hvcnQta2V5\n\t\tstore file /tmp/x", "", "oauth2_token: encryption_key: key 2 of 2 (an older key) decodes to 9 bytes, want 32"},
 		{"http token_url", "token_url http://auth.example.com/t", "token_url", `oauth2_token: token_url "http://auth.example.com/t": http:// is only allowed`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,11 +9,13 @@
 package caddymodule
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -211,9 +213,18 @@ type Handler struct {
 	// durable store (file, caddy or redis): 32 bytes in base64, for
 	// example from `openssl rand -base64 32`. Use a placeholder
 	// ({env.NAME} or {file./path}) so that the key stays out of the
-	// config. Tokens sealed with another key are not used. Default: none
-	// (tokens in clear, with a warning)
+	// config. Tokens sealed with a key that is neither this one nor one
+	// of older_encryption_keys are not used. Default: none (tokens in
+	// clear, with a warning)
 	EncryptionKey string `json:"encryption_key,omitempty"`
+
+	// Keys that still open tokens sealed with them but seal nothing:
+	// during a key rotation, the key encryption_key replaces. A set
+	// opened with an older key is sealed with encryption_key when it is
+	// next written (a refresh, a connect). Placeholders as for
+	// encryption_key; at most 3, none repeated, and only with
+	// encryption_key. Default: none
+	OlderEncryptionKeys []string `json:"older_encryption_keys,omitempty"`
 
 	// How long one token request may take. Default: 10s
 	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
@@ -254,7 +265,7 @@ type storeSpec struct {
 	kind  string    // storeMemory, storeFile, storeCaddy or storeRedis
 	dir   string    // storeFile
 	redis redisSpec // storeRedis
-	key   []byte    // nil: no sealing
+	keys  [][]byte  // nil: no sealing; else keys[0] seals and all open
 }
 
 func (s storeSpec) durable() bool { return s.kind != storeMemory }
@@ -317,17 +328,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // clear at rest or on the network, secrets written in the config, a
 // subject a client may choose.
 func (h *Handler) warn(spec storeSpec) {
-	if spec.durable() && spec.key == nil {
+	if spec.durable() && spec.keys == nil {
 		h.logger.Warn("the token store is durable and has no encryption_key: tokens (refresh tokens with authorization_code) are kept in clear at rest",
 			zap.String("store", spec.kind))
 	}
 	if spec.kind == storeRedis && !spec.redis.tls && !loopback(spec.redis.addr) {
 		h.logger.Warn("redis_tls is off and redis_addr is not loopback: the Redis password, and the tokens unless encryption_key seals them, cross the network in clear",
-			zap.String("redis_addr", spec.redis.addr), zap.Bool("encryption_key", spec.key != nil))
+			zap.String("redis_addr", spec.redis.addr), zap.Bool("encryption_key", spec.keys != nil))
 	}
-	for _, f := range []struct{ name, v string }{
+	secrets := []struct{ name, v string }{
 		{"client_secret", h.ClientSecret}, {"encryption_key", h.EncryptionKey}, {"redis_password", h.RedisPassword},
-	} {
+	}
+	for _, k := range h.OlderEncryptionKeys {
+		secrets = append(secrets, struct{ name, v string }{"older_encryption_keys", k})
+	}
+	for _, f := range secrets {
 		if f.v != "" && !hasPlaceholder(f.v) {
 			h.logger.Warn("a secret is written in the config in clear: use a placeholder ({env.NAME} or {file./path}) to keep it out of the JSON config",
 				zap.String("field", f.name))
@@ -382,8 +397,8 @@ func openStore(spec storeSpec, storage certmagic.Storage, logger *zap.Logger) (o
 	default:
 		return openedStore{}, fmt.Errorf("store: unknown store %q", spec.kind)
 	}
-	if spec.key != nil {
-		if out.store, err = tokenstore.NewSealed(out.store, spec.key); err != nil {
+	if spec.keys != nil {
+		if out.store, err = tokenstore.NewSealed(out.store, spec.keys[0], spec.keys[1:]...); err != nil {
 			out.close()
 			return openedStore{}, fmt.Errorf("encryption_key: %w", err)
 		}
@@ -483,18 +498,19 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 			return c, spec, err
 		}
 	}
+	if h.EncryptionKey == "" && len(h.OlderEncryptionKeys) > 0 {
+		return c, spec, fmt.Errorf("oauth2_token: older_encryption_keys: only applies with encryption_key (the key that seals)")
+	}
 	if h.EncryptionKey != "" {
 		if !spec.durable() {
 			return c, spec, fmt.Errorf("oauth2_token: encryption_key: only applies to a durable store (file, caddy or redis); the store is memory")
 		}
-		if repl != nil || !hasPlaceholder(h.EncryptionKey) {
-			key, err := resolve("encryption_key", h.EncryptionKey)
-			if err != nil {
-				return c, spec, err
-			}
-			if spec.key, err = tokenstore.ParseKey(key); err != nil {
-				return c, spec, settingError(err)
-			}
+		var rs func(field, v string) (string, error)
+		if repl != nil {
+			rs = resolve
+		}
+		if spec.keys, err = sealKeys(append([]string{h.EncryptionKey}, h.OlderEncryptionKeys...), rs); err != nil {
+			return c, spec, err
 		}
 	}
 
@@ -547,6 +563,64 @@ var userOnlySubdirectives = []string{
 // with client_credentials.
 func userOnly(field string) error {
 	return fmt.Errorf("oauth2_token: %s: only applies to grant authorization_code (the grant is client_credentials)", field)
+}
+
+// sealKeys checks the values of encryption_key, the key that seals
+// first, and returns the keys decoded. resolve resolves placeholders; nil
+// (at adapt time) leaves a value with a placeholder to be checked at load,
+// and then sealKeys returns no keys, only the checks it could make: how
+// many keys there are, none repeated, each literal one a valid key.
+// Errors name a key by its place, never by its value.
+func sealKeys(values []string, resolve func(field, v string) (string, error)) ([][]byte, error) {
+	n := len(values)
+	if n > tokenstore.MaxSealKeys {
+		return nil, fmt.Errorf("oauth2_token: encryption_key: %d keys, want at most %d (the key that seals and %d older keys that still open)",
+			n, tokenstore.MaxSealKeys, tokenstore.MaxSealKeys-1)
+	}
+	keys := make([][]byte, 0, n)
+	for i, v := range values {
+		if j := slices.Index(values[:i], v); j >= 0 {
+			return nil, fmt.Errorf("oauth2_token: encryption_key: %s repeats %s", sealKeyName(i, n), sealKeyName(j, n))
+		}
+		if resolve == nil && hasPlaceholder(v) {
+			continue
+		}
+		if resolve != nil {
+			var err error
+			if v, err = resolve("encryption_key", v); err != nil {
+				return nil, err
+			}
+		}
+		key, err := tokenstore.ParseKey(v)
+		var ke *tokenstore.KeyError
+		switch {
+		case err != nil && n > 1 && errors.As(err, &ke):
+			return nil, &moduleError{msg: "oauth2_token: encryption_key: " + sealKeyName(i, n) + " " + ke.Reason, err: err}
+		case err != nil:
+			return nil, settingError(err)
+		}
+		for j, k := range keys {
+			if bytes.Equal(k, key) {
+				return nil, fmt.Errorf("oauth2_token: encryption_key: %s repeats %s", sealKeyName(i, n), sealKeyName(j, n))
+			}
+		}
+		keys = append(keys, key)
+	}
+	if len(keys) < n {
+		return nil, nil // some are placeholders, checked at load
+	}
+	return keys, nil
+}
+
+// sealKeyName names the i-th of n values of encryption_key in errors.
+func sealKeyName(i, n int) string {
+	switch {
+	case n == 1:
+		return "the key"
+	case i == 0:
+		return fmt.Sprintf("key 1 of %d (the key that seals)", n)
+	}
+	return fmt.Sprintf("key %d of %d (an older key)", i+1, n)
 }
 
 // isPlaceholder reports whether v is exactly one {env.*} or {file.*}
@@ -641,7 +715,7 @@ func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) str
 		strconv.FormatBool(c.DisablePKCE), c.ConnectedRedirect,
 		c.StateLifetime.String(), c.GracePeriod.String(), c.RefreshTokenWarning.String(),
 		strconv.Itoa(c.MaxPendingStates), strconv.Itoa(c.MaxCallbackQuery), strconv.Itoa(c.CacheSizeMB),
-		spec.kind, spec.dir, where, string(spec.key),
+		spec.kind, spec.dir, where, string(bytes.Join(spec.keys, nil)),
 		spec.redis.addr, strconv.Itoa(spec.redis.db), spec.redis.username, spec.redis.password,
 		strconv.FormatBool(spec.redis.tls), spec.redis.namespace,
 	} {

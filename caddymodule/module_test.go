@@ -343,6 +343,9 @@ func TestProvision_UserErrors(t *testing.T) {
 	srv := tasknationtest.NewServer(tasknationtest.Options{})
 	defer srv.Close()
 	t.Setenv("TG_TEST_SHORT_KEY", base64.StdEncoding.EncodeToString([]byte("k3y-too-short")))
+	t.Setenv("TG_TEST_OLD_KEY", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("o", 32))))
+	// userHandler's key, written another way (URL alphabet, no padding).
+	t.Setenv("TG_TEST_SAME_KEY", base64.RawURLEncoding.EncodeToString([]byte(strings.Repeat("k", 32))))
 	tests := []struct {
 		name   string
 		change func(h *Handler)
@@ -350,6 +353,20 @@ func TestProvision_UserErrors(t *testing.T) {
 	}{
 		{"unset key placeholder", func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_UNSET_KEY}" }, "encryption_key: placeholder {env.TG_TEST_UNSET_KEY} is unset"},
 		{"short key", func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_SHORT_KEY}" }, "encryption_key: encryption key decodes to 13 bytes"},
+		{"unset older key placeholder", func(h *Handler) { h.OlderEncryptionKeys = []string{"{env.TG_TEST_UNSET_KEY}"} },
+			"encryption_key: placeholder {env.TG_TEST_UNSET_KEY} is unset"},
+		{"short older key", func(h *Handler) { h.OlderEncryptionKeys = []string{"{env.TG_TEST_OLD_KEY}", "{env.TG_TEST_SHORT_KEY}"} },
+			"oauth2_token: encryption_key: key 3 of 3 (an older key) decodes to 13 bytes, want 32"},
+		{"older key repeats the key", func(h *Handler) { h.OlderEncryptionKeys = []string{"{env.TG_TEST_SAME_KEY}"} },
+			"oauth2_token: encryption_key: key 2 of 2 (an older key) repeats key 1 of 2 (the key that seals)"},
+		{"older key repeated", func(h *Handler) {
+			h.OlderEncryptionKeys = []string{"{env.TG_TEST_OLD_KEY}", "{env.TG_TEST_OLD_KEY}"}
+		}, "oauth2_token: encryption_key: key 3 of 3 (an older key) repeats key 2 of 3 (an older key)"},
+		{"five keys", func(h *Handler) {
+			h.OlderEncryptionKeys = []string{"{env.TG_TEST_OLD_KEY}", "{env.A}", "{env.B}", "{env.C}"}
+		}, "oauth2_token: encryption_key: 5 keys, want at most 4 (the key that seals and 3 older keys that still open)"},
+		{"older keys without a key", func(h *Handler) { h.EncryptionKey, h.OlderEncryptionKeys = "", []string{"{env.TG_TEST_OLD_KEY}"} },
+			"oauth2_token: older_encryption_keys: only applies with encryption_key (the key that seals)"},
 		{"store dir unset", func(h *Handler) { h.StoreDir = "{env.TG_TEST_UNSET_DIR}" }, "store_dir"},
 		{"literal user", func(h *Handler) { h.User = "alice" }, "user"},
 		{"no redirect", func(h *Handler) { h.RedirectURI = "" }, "redirect_uri"},
@@ -368,7 +385,8 @@ func TestProvision_UserErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want one containing %q", err, tt.want)
 			}
-			for _, secret := range []string{tasknationtest.DefaultClientSecret, "k3y-too-short", os.Getenv("TG_TEST_KEY"), os.Getenv("TG_TEST_SHORT_KEY")} {
+			for _, secret := range []string{tasknationtest.DefaultClientSecret, "k3y-too-short", os.Getenv("TG_TEST_KEY"), os.Getenv("TG_TEST_SHORT_KEY"),
+				os.Getenv("TG_TEST_OLD_KEY"), os.Getenv("TG_TEST_SAME_KEY")} {
 				if strings.Contains(err.Error(), secret) {
 					t.Fatalf("the error shows a secret: %v", err)
 				}
@@ -421,7 +439,11 @@ func TestPoolKey(t *testing.T) {
 		"store":                 func(h *Handler) { h.Store, h.StoreDir = "caddy", "" },
 		"encryption_key":        func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_KEY2}" },
 		"no encryption_key":     func(h *Handler) { h.EncryptionKey = "" },
-		"scopes":                func(h *Handler) { h.Scopes = []string{"supply::businesses"} },
+		"older_encryption_keys": func(h *Handler) { h.OlderEncryptionKeys = []string{"{env.TG_TEST_KEY2}"} },
+		"keys swapped": func(h *Handler) {
+			h.EncryptionKey, h.OlderEncryptionKeys = "{env.TG_TEST_KEY2}", []string{h.EncryptionKey}
+		},
+		"scopes": func(h *Handler) { h.Scopes = []string{"supply::businesses"} },
 		"grant": func(h *Handler) {
 			*h = Handler{TokenURL: h.TokenURL, ClientID: h.ClientID, ClientSecret: h.ClientSecret, Scopes: h.Scopes,
 				Store: h.Store, StoreDir: h.StoreDir, EncryptionKey: h.EncryptionKey}

@@ -235,11 +235,11 @@ func TestProvision_RedisLazyAndClosedWithGate(t *testing.T) {
 // openStore gives store redis a Locker with compare-and-set, sealed or
 // not, over a client configured as the spec says.
 func TestOpenStore_Redis(t *testing.T) {
-	key := []byte(strings.Repeat("k", 32))
+	key := [][]byte{[]byte(strings.Repeat("k", 32))}
 	tests := []struct {
 		name       string
 		spec       redisSpec
-		key        []byte
+		key        [][]byte
 		serverName string // "": no TLS
 	}{
 		{"plain", redisSpec{addr: "127.0.0.1:6379", namespace: "tokengate"}, nil, ""},
@@ -249,7 +249,7 @@ func TestOpenStore_Redis(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st, err := openStore(storeSpec{kind: storeRedis, redis: tt.spec, key: tt.key}, nil, zap.NewNop())
+			st, err := openStore(storeSpec{kind: storeRedis, redis: tt.spec, keys: tt.key}, nil, zap.NewNop())
 			if err != nil {
 				t.Fatal(err)
 			}

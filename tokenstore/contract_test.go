@@ -37,4 +37,10 @@ func TestFileStore_CASContract(t *testing.T) {
 	}
 	storetest.CASContract(t, open, casOptions)
 	t.Run("sealed", func(t *testing.T) { storetest.CASContract(t, storetest.Sealed(open, testKey("one")), casOptions) })
+	t.Run("sealed, older keys", func(t *testing.T) {
+		storetest.CASContract(t, storetest.Sealed(open, testKey("one"), testKey("two"), testKey("three")), casOptions)
+	})
+	t.Run("sealed, mid-rotation", func(t *testing.T) {
+		storetest.CASContract(t, storetest.SealedRotation(open, testKey("one"), testKey("two")), casOptions)
+	})
 }

@@ -57,24 +57,27 @@ func FuzzFileRecord(f *testing.F) {
 }
 
 // FuzzSealedOpen hands Sealed.Get arbitrary credential fields, as a store
-// someone tampered with would. Seeds include values sealed for key "k" of
-// sealFuzzMeta with testKey("one").
+// someone tampered with would. The store seals with testKey("one") and
+// also opens with testKey("two"); seeds include values sealed for key "k"
+// of sealFuzzMeta with each.
 func FuzzSealedOpen(f *testing.F) {
 	ctx := context.Background()
 	// Not a MemoryStore: bigcache keeps every overwritten entry until its
 	// life window ends, and millions of Sets would fill the memory.
 	inner := &mapStore{now: t0, m: map[string][]byte{}}
-	s := newSealed(f, inner, testKey("one"))
+	s := newSealed(f, inner, testKey("one"), testKey("two"))
 
-	if err := s.Set(ctx, "k", sealFuzzMeta(secretAccess, secretRefresh)); err != nil {
-		f.Fatal(err)
+	for _, seal := range []*tokenstore.Sealed{s, newSealed(f, inner, testKey("two"))} {
+		if err := seal.Set(ctx, "k", sealFuzzMeta(secretAccess, secretRefresh)); err != nil {
+			f.Fatal(err)
+		}
+		raw, err := inner.Get(ctx, "k")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw.AccessToken, raw.RefreshToken)
+		f.Add(raw.AccessToken, "")
 	}
-	raw, err := inner.Get(ctx, "k")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(raw.AccessToken, raw.RefreshToken)
-	f.Add(raw.AccessToken, "")
 	f.Add("tgs1.", "tgs1.AAAA")
 	f.Add("plain", "")
 

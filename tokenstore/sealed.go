@@ -21,8 +21,8 @@ import (
 //
 // "tgs1." marks a sealed value and carries the format version. The key id
 // is the first 4 bytes of SHA-256("tokengate sealed key id\x00" || key): it
-// tells a wrong key from a tampered record, and lets a later version pick
-// the right key among several while keys rotate.
+// tells a wrong key from a tampered record, and picks the key that opens a
+// value among the store's keys while keys rotate.
 //
 // The additional authenticated data binds the ciphertext to where it sits:
 //
@@ -45,10 +45,15 @@ const (
 // SealKeySize is the size in bytes of a Sealed key (AES-256).
 const SealKeySize = 32
 
+// MaxSealKeys is the most keys a Sealed takes: the key that seals and the
+// older keys that still open. Two cover a rotation; a key is retired once
+// no set sealed with it is still in use (see NewSealed).
+const MaxSealKeys = 4
+
 var sealEncoding = base64.RawURLEncoding
 
 // ErrWrongKey is wrapped by the error Sealed.Get returns when a token was
-// sealed with a different key than the store's.
+// sealed with a key that is none of the store's.
 var ErrWrongKey = errors.New("tokenstore: token sealed with a different key")
 
 // ErrTampered is wrapped by the error Sealed.Get returns when a sealed
@@ -77,37 +82,86 @@ var ErrNotSealed = errors.New("tokenstore: token in store is not sealed")
 // sealed for the same key (a rollback, which at worst makes the refresh
 // fail with invalid_grant). The clear fields are readable.
 //
+// Keys rotate: a Sealed has one key that seals and may have older keys
+// that only open (NewSealed). Each sealed value names its key by key id, so
+// the key that opens it is looked up, not tried. A set read with an older
+// key is not rewritten by Get: it is sealed with the current key on its
+// next write (Set or CompareAndSet: a refresh, a connect), which keeps
+// every write where the caller fences it.
+//
 // A Sealed is safe for concurrent use if the inner store is.
 type Sealed struct {
 	inner Store
-	aead  cipher.AEAD
-	keyID [sealKeyIDLen]byte
+	keys  []sealKey // keys[0] seals; all open
 }
 
-// NewSealed wraps inner so that tokens are sealed with key, which must be
-// exactly 32 bytes (AES-256; see ParseKey). The key is not retained beyond
-// the cipher's expanded form.
-func NewSealed(inner Store, key []byte) (*Sealed, error) {
+// sealKey is one key of a Sealed, in its expanded form.
+type sealKey struct {
+	id   [sealKeyIDLen]byte
+	aead cipher.AEAD
+}
+
+// NewSealed wraps inner so that tokens are sealed with key and opened with
+// key or any of the older keys: the keys of a rotation, newest first, so
+// that sets sealed before the rotation keep opening and each is resealed
+// with key when it is next written. Every key must be exactly 32 bytes
+// (AES-256; see ParseKey), no key may be given twice, and there are at
+// most MaxSealKeys in all. An older key can be dropped once every set
+// sealed with it has been written again or is past its refresh token's
+// expiry. The keys are not retained beyond the ciphers' expanded forms.
+func NewSealed(inner Store, key []byte, older ...[]byte) (*Sealed, error) {
 	if inner == nil {
 		return nil, errors.New("tokenstore: sealed: nil inner store")
 	}
-	if len(key) != SealKeySize {
-		return nil, fmt.Errorf("tokenstore: sealed: key is %d bytes, want %d (AES-256)", len(key), SealKeySize)
+	all := append([][]byte{key}, older...)
+	if len(all) > MaxSealKeys {
+		return nil, fmt.Errorf("tokenstore: sealed: %d keys, want at most %d (the key that seals and the older keys that still open)", len(all), MaxSealKeys)
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("tokenstore: sealed: %w", err)
+	s := &Sealed{inner: inner, keys: make([]sealKey, len(all))}
+	for i, k := range all {
+		name := sealKeyName(i, len(all))
+		if len(k) != SealKeySize {
+			return nil, fmt.Errorf("tokenstore: sealed: %s is %d bytes, want %d (AES-256)", name, len(k), SealKeySize)
+		}
+		block, err := aes.NewCipher(k)
+		if err != nil {
+			return nil, fmt.Errorf("tokenstore: sealed: %s: %w", name, err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("tokenstore: sealed: %s: %w", name, err)
+		}
+		s.keys[i] = sealKey{id: sealKeyID(k), aead: aead}
+		for j := range i {
+			if s.keys[j].id != s.keys[i].id {
+				continue
+			}
+			if subtle.ConstantTimeCompare(all[j], k) == 1 {
+				return nil, fmt.Errorf("tokenstore: sealed: %s repeats %s", name, sealKeyName(j, len(all)))
+			}
+			// One chance in 2^32: the key id could not tell them apart.
+			return nil, fmt.Errorf("tokenstore: sealed: %s and %s have the same key id: generate another key", name, sealKeyName(j, len(all)))
+		}
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("tokenstore: sealed: %w", err)
+	return s, nil
+}
+
+// sealKeyName names the i-th of n keys in errors, without its value.
+func sealKeyName(i, n int) string {
+	if n == 1 {
+		return "key"
 	}
-	s := &Sealed{inner: inner, aead: aead}
+	return fmt.Sprintf("key %d of %d", i+1, n)
+}
+
+// sealKeyID is the key id of key.
+func sealKeyID(key []byte) [sealKeyIDLen]byte {
 	h := sha256.New()
 	h.Write([]byte("tokengate sealed key id\x00"))
 	h.Write(key)
-	copy(s.keyID[:], h.Sum(nil))
-	return s, nil
+	var id [sealKeyIDLen]byte
+	copy(id[:], h.Sum(nil))
+	return id
 }
 
 // ParseKey decodes a Sealed key from configuration: base64 in the standard
@@ -262,10 +316,11 @@ func (s *Sealed) seal(aad []byte, field byte, v string) string {
 		return ""
 	}
 	aad[len(sealAADTag)] = field
+	k := &s.keys[0]
 	blob := make([]byte, sealKeyIDLen+sealNonceLen, sealMinBlob+len(v))
-	copy(blob, s.keyID[:])
+	copy(blob, k.id[:])
 	rand.Read(blob[sealKeyIDLen:]) // never returns an error (Go 1.24+)
-	blob = s.aead.Seal(blob, blob[sealKeyIDLen:], []byte(v), aad)
+	blob = k.aead.Seal(blob, blob[sealKeyIDLen:], []byte(v), aad)
 	out := make([]byte, len(sealPrefix)+sealEncoding.EncodedLen(len(blob)))
 	copy(out, sealPrefix)
 	sealEncoding.Encode(out[len(sealPrefix):], blob)
@@ -296,16 +351,29 @@ func (s *Sealed) open(buf, aad []byte, field byte, v string) (clear []byte, used
 	if len(blob) < sealMinBlob {
 		return nil, 0, fmt.Errorf("%w: %s: %d bytes, want at least %d", ErrTampered, what, len(blob), sealMinBlob)
 	}
-	if subtle.ConstantTimeCompare(blob[:sealKeyIDLen], s.keyID[:]) != 1 {
+	k := s.key(blob[:sealKeyIDLen])
+	if k == nil {
 		return nil, 0, fmt.Errorf("%w: %s", ErrWrongKey, what)
 	}
 	aad[len(sealAADTag)] = field
 	nonce, ct := blob[sealKeyIDLen:sealKeyIDLen+sealNonceLen], blob[sealKeyIDLen+sealNonceLen:]
-	clear, err = s.aead.Open(ct[:0], nonce, ct, aad)
+	clear, err = k.aead.Open(ct[:0], nonce, ct, aad)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %s", ErrTampered, what)
 	}
 	return clear, n, nil
+}
+
+// key returns the key of s whose key id is id, or nil. Key ids are not
+// secret (a hash of the key cut to 4 bytes), nor is which key opened a
+// set; ids are compared in constant time all the same.
+func (s *Sealed) key(id []byte) *sealKey {
+	for i := range s.keys {
+		if subtle.ConstantTimeCompare(id, s.keys[i].id[:]) == 1 {
+			return &s.keys[i]
+		}
+	}
+	return nil
 }
 
 // bytesString is b as a string without a copy; b must never be written

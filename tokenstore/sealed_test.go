@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -57,13 +58,39 @@ var inners = []struct {
 	}},
 }
 
-func newSealed(t testing.TB, inner tokenstore.Store, key []byte) *tokenstore.Sealed {
+func newSealed(t testing.TB, inner tokenstore.Store, key []byte, older ...[]byte) *tokenstore.Sealed {
 	t.Helper()
-	s, err := tokenstore.NewSealed(inner, key)
+	s, err := tokenstore.NewSealed(inner, key, older...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// keyID is the key id of key, as the sealed format defines it.
+func keyID(key []byte) [4]byte {
+	sum := sha256.Sum256(append([]byte("tokengate sealed key id\x00"), key...))
+	return [4]byte(sum[:4])
+}
+
+// sealedKeyIDs returns the key ids that the credentials of the set stored
+// in inner under key name, access token first.
+func sealedKeyIDs(t *testing.T, inner tokenstore.Store, key string) [2][4]byte {
+	t.Helper()
+	raw, err := inner.Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids [2][4]byte
+	for i, v := range []string{raw.AccessToken, raw.RefreshToken} {
+		enc, ok := strings.CutPrefix(v, "tgs1.")
+		blob, err := base64.RawURLEncoding.DecodeString(enc)
+		if !ok || err != nil || len(blob) < 4 {
+			t.Fatalf("credential %d of %q is not a sealed value", i, key)
+		}
+		ids[i] = [4]byte(blob[:4])
+	}
+	return ids
 }
 
 func TestSealed_RoundTrip(t *testing.T) {
@@ -246,7 +273,7 @@ func TestSealed_OpenFailures(t *testing.T) {
 		want error
 	}{
 		{"sealed with another key", func(t *testing.T, inner tokenstore.Store, raw *tokenstore.Token) string {
-			other := newSealed(t, inner, testKey("two"))
+			other := newSealed(t, inner, testKey("three"))
 			if err := other.Set(ctx, "k", secretSample(t0)); err != nil {
 				t.Fatal(err)
 			}
@@ -274,6 +301,18 @@ func TestSealed_OpenFailures(t *testing.T) {
 			raw.AccessToken = replaceAt(raw.AccessToken, len("tgs1."))
 			return ""
 		}, tokenstore.ErrWrongKey},
+		{"key id of the store's other key", func(t *testing.T, inner tokenstore.Store, raw *tokenstore.Token) string {
+			// The value now names a key the store has, but not the one
+			// that sealed it.
+			blob, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(raw.RefreshToken, "tgs1."))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := keyID(testKey("two"))
+			copy(blob, id[:])
+			raw.RefreshToken = "tgs1." + base64.RawURLEncoding.EncodeToString(blob)
+			return ""
+		}, tokenstore.ErrTampered},
 		{"ciphertext truncated", func(t *testing.T, inner tokenstore.Store, raw *tokenstore.Token) string {
 			raw.AccessToken = raw.AccessToken[:len(raw.AccessToken)-4]
 			return ""
@@ -319,7 +358,8 @@ func TestSealed_OpenFailures(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(in.name+"/"+tt.name, func(t *testing.T) {
 				inner, _ := in.new(t, newClock(t0))
-				s := newSealed(t, inner, testKey("one"))
+				// The store's older key "two" opens only what it sealed.
+				s := newSealed(t, inner, testKey("one"), testKey("two"))
 				if err := s.Set(ctx, "k", secretSample(t0)); err != nil {
 					t.Fatal(err)
 				}
@@ -357,6 +397,105 @@ func TestSealed_OpenFailures(t *testing.T) {
 	}
 }
 
+// TestSealed_Rotation walks a key rotation over each inner store: sets
+// sealed with the old key open once the new key is added before it, stay
+// sealed with the old key until written again, are sealed with the new
+// key by the next Set or CompareAndSet, and then open with the new key
+// alone; a store with only the old key no longer opens them.
+func TestSealed_Rotation(t *testing.T) {
+	ctx := context.Background()
+	oldKey, newKey := testKey("old"), testKey("new")
+	for _, in := range inners {
+		t.Run(in.name, func(t *testing.T) {
+			inner, _ := in.new(t, newClock(t0))
+			before := newSealed(t, inner, oldKey)
+			users := []string{"set", "cas", "idle"}
+			for _, u := range users {
+				if err := before.Set(ctx, u, secretSample(t0)); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			during := newSealed(t, inner, newKey, oldKey)
+			for _, u := range users {
+				got, err := during.Get(ctx, u)
+				if err != nil || !equal(got, secretSample(t0)) {
+					t.Fatalf("%s: Get with the new key first = %v, %v", u, got, err)
+				}
+				if ids := sealedKeyIDs(t, inner, u); ids != [2][4]byte{keyID(oldKey), keyID(oldKey)} {
+					t.Fatalf("%s: a read rewrote the set (key ids %x)", u, ids)
+				}
+			}
+			next := secretSample(t0)
+			next.AccessToken, next.RefreshToken = "tn_at_S3CRET-next", "tn_rt_S3CRET-next"
+			if err := during.Set(ctx, "set", next); err != nil {
+				t.Fatal(err)
+			}
+			cas := *next
+			cas.Version++
+			err := during.CompareAndSet(ctx, "cas", secretSample(t0).Version, &cas)
+			if errors.Is(err, errors.ErrUnsupported) { // the memory store
+				err = during.Set(ctx, "cas", &cas)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]*tokenstore.Token{"set": next, "cas": &cas, "idle": secretSample(t0)}
+			sealedWith := map[string][]byte{"set": newKey, "cas": newKey, "idle": oldKey}
+			for _, u := range users {
+				if ids := sealedKeyIDs(t, inner, u); ids != [2][4]byte{keyID(sealedWith[u]), keyID(sealedWith[u])} {
+					t.Errorf("%s: key ids %x, want both %x", u, ids, keyID(sealedWith[u]))
+				}
+				if got, err := during.Get(ctx, u); err != nil || !equal(got, want[u]) {
+					t.Errorf("%s: Get during the rotation = %v, %v", u, got, err)
+				}
+			}
+
+			// The old key retired: what was written again opens; the set
+			// never written since opens with no key, and is left in place.
+			after := newSealed(t, inner, newKey)
+			for _, u := range []string{"set", "cas"} {
+				if got, err := after.Get(ctx, u); err != nil || !equal(got, want[u]) {
+					t.Errorf("%s: Get with the new key alone = %v, %v", u, got, err)
+				}
+				if _, err := before.Get(ctx, u); !errors.Is(err, tokenstore.ErrWrongKey) {
+					t.Errorf("%s: Get with the old key alone = %v, want ErrWrongKey", u, err)
+				}
+			}
+			if _, err := after.Get(ctx, "idle"); !errors.Is(err, tokenstore.ErrWrongKey) {
+				t.Errorf("idle: Get with the new key alone = %v, want ErrWrongKey", err)
+			}
+			if _, err := inner.Get(ctx, "idle"); err != nil {
+				t.Errorf("idle: the set that did not open was not left in place: %v", err)
+			}
+		})
+	}
+}
+
+// TestSealed_OpensWithEveryKey: a set sealed with any of a store's keys
+// opens, whatever the key's place in the list.
+func TestSealed_OpensWithEveryKey(t *testing.T) {
+	ctx := context.Background()
+	keys := [][]byte{testKey("a"), testKey("b"), testKey("c"), testKey("d")}
+	inner := newStore(t, newClock(t0))
+	s := newSealed(t, inner, keys[0], keys[1:]...)
+	for i, k := range keys {
+		user := fmt.Sprint("user-", i)
+		if err := newSealed(t, inner, k).Set(ctx, user, secretSample(t0)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, user); err != nil || !equal(got, secretSample(t0)) {
+			t.Errorf("sealed with key %d of %d: Get = %v, %v", i+1, len(keys), got, err)
+		}
+	}
+	if err := newSealed(t, inner, testKey("e")).Set(ctx, "other", secretSample(t0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "other"); !errors.Is(err, tokenstore.ErrWrongKey) {
+		t.Errorf("sealed with none of the keys: Get = %v, want ErrWrongKey", err)
+	}
+}
+
 func TestNewSealed_Errors(t *testing.T) {
 	inner := newStore(t, newClock(t0))
 	tests := []struct {
@@ -381,6 +520,37 @@ func TestNewSealed_Errors(t *testing.T) {
 				t.Fatalf("error %q", err)
 			}
 		})
+	}
+	one, two, three := testKey("one"), testKey("two"), testKey("three")
+	several := []struct {
+		name  string
+		keys  [][]byte
+		error string // the whole message
+	}{
+		{"older key short", [][]byte{one, two[:16]},
+			"tokenstore: sealed: key 2 of 2 is 16 bytes, want 32 (AES-256)"},
+		{"older key nil", [][]byte{one, two, nil},
+			"tokenstore: sealed: key 3 of 3 is 0 bytes, want 32 (AES-256)"},
+		{"the same key twice", [][]byte{one, one},
+			"tokenstore: sealed: key 2 of 2 repeats key 1 of 2"},
+		{"an older key twice", [][]byte{one, two, three, bytes.Clone(two)},
+			"tokenstore: sealed: key 4 of 4 repeats key 2 of 4"},
+		{"five keys", [][]byte{one, two, three, testKey("four"), testKey("five")},
+			"tokenstore: sealed: 5 keys, want at most 4 (the key that seals and the older keys that still open)"},
+	}
+	for _, tt := range several {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := tokenstore.NewSealed(inner, tt.keys[0], tt.keys[1:]...)
+			if err == nil || s != nil {
+				t.Fatalf("NewSealed = %v, %v", s, err)
+			}
+			if err.Error() != tt.error {
+				t.Fatalf("error %q, want %q", err, tt.error)
+			}
+		})
+	}
+	if _, err := tokenstore.NewSealed(inner, one, two, three, testKey("four")); err != nil {
+		t.Fatalf("NewSealed with %d keys: %v", tokenstore.MaxSealKeys, err)
 	}
 	if _, err := newSealed(t, inner, testKey("one")).Lock(context.Background(), "k"); !errors.Is(err, tokenstore.ErrLockUnsupported) {
 		t.Fatalf("Lock over a MemoryStore: %v", err)

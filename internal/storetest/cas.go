@@ -312,12 +312,34 @@ func CASContract(t *testing.T, open CASOpener, opts CASOptions) {
 }
 
 // Sealed is open with every instance it makes wrapped in tokenstore.Sealed
-// under key: the contract holds through the encryption.
-func Sealed(open CASOpener, key []byte) CASOpener {
+// under key (and the older keys, which only open): the contract holds
+// through the encryption.
+func Sealed(open CASOpener, key []byte, older ...[]byte) CASOpener {
 	return func(t *testing.T, c *Clock) func() CASStore {
 		inst := open(t, c)
 		return func() CASStore {
-			s, err := tokenstore.NewSealed(inst(), key)
+			s, err := tokenstore.NewSealed(inst(), key, older...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+	}
+}
+
+// SealedRotation is open with every instance it makes wrapped in
+// tokenstore.Sealed over all of keys, each instance sealing with the next
+// key in turn: a fleet in the middle of a key rotation, whose instances
+// seal with different keys and open every set. The contract holds there
+// too.
+func SealedRotation(open CASOpener, keys ...[]byte) CASOpener {
+	return func(t *testing.T, c *Clock) func() CASStore {
+		inst := open(t, c)
+		var n atomic.Int64
+		return func() CASStore {
+			i := int(n.Add(1)-1) % len(keys)
+			order := append(append([][]byte{}, keys[i:]...), keys[:i]...)
+			s, err := tokenstore.NewSealed(inst(), order[0], order[1:]...)
 			if err != nil {
 				t.Fatal(err)
 			}
