@@ -49,8 +49,9 @@ type userSite struct {
 
 // userOptions vary the oauth2_token block.
 type userOptions struct {
-	extra string // more lines inside the oauth2_token block
-	site  string // more lines in the site block
+	extra  string // more lines inside the oauth2_token block
+	site   string // more lines in the site block
+	global string // more lines in the global options block
 }
 
 func newUserSite(t *testing.T) *userSite {
@@ -88,7 +89,7 @@ func (s *userSite) caddyfile(o userOptions) string {
 	auto_https off
 	persist_config off
 	storage file_system %s
-}
+%s}
 
 http://127.0.0.1:%d {
 	bind 127.0.0.1
@@ -126,7 +127,7 @@ http://127.0.0.1:%d {
 		bob %s
 	}
 %s}
-`, s.adminAddr, s.httpPort, s.httpsPort, s.storageDir(), s.httpPort, s.logFile,
+`, s.adminAddr, s.httpPort, s.httpsPort, s.storageDir(), o.global, s.httpPort, s.logFile,
 		s.fake.URL, s.fake.TokenURL(), s.fake.AuthURL(), s.callbackURL(), o.extra,
 		s.hashes["alice"], s.hashes["bob"], o.site)
 }
