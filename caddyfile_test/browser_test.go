@@ -34,27 +34,61 @@ const (
 // oauth2_token (authorization_code) in front of the fake TaskNation API,
 // whose authorization endpoint shows a consent page.
 type browserSite struct {
-	fake *tasknationtest.Server
-	base string // http://127.0.0.1:<port>, Caddy's site
-	log  string // Caddy's log file, at DEBUG
+	fake   *tasknationtest.Server
+	base   string // http://127.0.0.1:<port>, Caddy's site
+	prefix string // where the gateway is mounted: "" or /gw (handle_path)
+	log    string // Caddy's log file, at DEBUG
 }
 
-func (s *browserSite) connectURL() string  { return s.base + "/oauth2/connect" }
-func (s *browserSite) callbackURL() string { return s.base + "/oauth2/callback" }
+func (s *browserSite) connectURL() string  { return s.base + s.prefix + "/oauth2/connect" }
+func (s *browserSite) callbackURL() string { return s.base + s.prefix + "/oauth2/callback" }
 
-// newBrowserSite starts the fake and loads the Caddyfile.
-func newBrowserSite(t *testing.T) *browserSite {
+// newBrowserSite starts the fake and loads the Caddyfile. With a prefix
+// (/gw), the gateway is mounted under it with handle_path, which strips it
+// before oauth2_token sees the request.
+func newBrowserSite(t *testing.T, prefix string) *browserSite {
 	t.Helper()
 	fake := tasknationtest.NewServer(tasknationtest.Options{ConsentPage: true})
 	t.Cleanup(fake.Close)
 	dir := isolate(t)
 	ports := freePorts(t, 3)
 	s := &browserSite{
-		fake: fake,
-		base: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		log:  filepath.Join(dir, "caddy.log"),
+		fake:   fake,
+		base:   fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		prefix: prefix,
+		log:    filepath.Join(dir, "caddy.log"),
 	}
 	fake.AddRedirectURI(tasknationtest.DefaultClientID, s.callbackURL())
+	gateway := fmt.Sprintf(`reverse_proxy %s
+	oauth2_token {
+		token_url %s
+		auth_url %s
+		client_id {env.TN_CLIENT_ID}
+		client_secret {env.TN_CLIENT_SECRET}
+		scopes supply::businesses
+		grant authorization_code
+		user {http.auth.user.id}
+		redirect_uri %s
+	}`, fake.URL, fake.TokenURL(), fake.AuthURL(), s.callbackURL())
+	if prefix != "" {
+		gateway = strings.Replace(gateway, "\t}", "\t\tcallback_path /oauth2/callback\n\t}", 1)
+		gateway = "handle_path " + prefix + "/* {\n\t" + strings.ReplaceAll(gateway, "\n", "\n\t") + "\n\t}"
+		// The partner's web app: the README's front-end example, asking
+		// the gateway's status path under the prefix.
+		page, err := os.ReadFile(filepath.Join("..", "examples", "front-end", "index.html"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		page = bytes.Replace(page, []byte(`data-status="/oauth2/status"`), []byte(`data-status="`+prefix+`/oauth2/status"`), 1)
+		www := filepath.Join(dir, "www")
+		if err := os.MkdirAll(filepath.Join(www, "app"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(www, "app", "index.html"), page, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		gateway += "\n\thandle /app/* {\n\t\troot * " + www + "\n\t\tfile_server\n\t}"
+	}
 
 	hash, err := bcrypt.GenerateFromPassword([]byte(browserPassword), bcrypt.MinCost)
 	if err != nil {
@@ -79,20 +113,10 @@ http://127.0.0.1:%d {
 	basic_auth {
 		%s %s
 	}
-	reverse_proxy %s
-	oauth2_token {
-		token_url %s
-		auth_url %s
-		client_id {env.TN_CLIENT_ID}
-		client_secret {env.TN_CLIENT_SECRET}
-		scopes supply::businesses
-		grant authorization_code
-		user {http.auth.user.id}
-		redirect_uri %s
-	}
+	%s
 }
 `, ports[0], ports[1], ports[2], filepath.Join(dir, "storage"), s.log,
-		ports[1], browserUser, hash, fake.URL, fake.TokenURL(), fake.AuthURL(), s.callbackURL())
+		ports[1], browserUser, hash, gateway)
 	out, warnings, err := adapt(cfg)
 	if err != nil {
 		t.Fatalf("adapting the Caddyfile: %v\n%s", err, cfg)
@@ -117,7 +141,7 @@ http://127.0.0.1:%d {
 // then a second connect that the user denies, which ends on the error page.
 func TestBrowser_ConnectApproveAndDeny(t *testing.T) {
 	chromiumPath(t) // skip before starting anything
-	site := newBrowserSite(t)
+	site := newBrowserSite(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), browserDeadline)
 	defer cancel()
 	tab := newBrowser(t, ctx)
@@ -286,4 +310,87 @@ func TestBrowser_ConnectApproveAndDeny(t *testing.T) {
 func withoutQuery(u string) string {
 	before, _, _ := strings.Cut(u, "?")
 	return before
+}
+
+// TestBrowser_ConnectUnderPrefix mounts the gateway under /gw with
+// handle_path: the partner's page (the README's front-end example) asks
+// the status path, shows a connect link to the public connect URL, and
+// the whole connect completes in headless Chromium: the state cookie's
+// Path is the public callback path, so the browser sends it back.
+func TestBrowser_ConnectUnderPrefix(t *testing.T) {
+	chromiumPath(t)
+	site := newBrowserSite(t, "/gw")
+	ctx, cancel := context.WithTimeout(context.Background(), browserDeadline)
+	defer cancel()
+	tab := newBrowser(t, ctx)
+	if err := setBasicAuth(tab, browserUser, browserPassword); err != nil {
+		t.Fatal(err)
+	}
+	app := site.base + "/app/index.html"
+
+	// Not connected: the page shows a link to the public connect URL.
+	if _, err := load(tab, chromedp.Navigate(app)); err != nil {
+		t.Fatalf("opening the app: %v", err)
+	}
+	if err := chromedp.Do(tab, chromedp.WaitVisible(chromedp.ID("connect"))); err != nil {
+		text, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.body.innerText`))
+		t.Fatalf("waiting for the connect link: %v; the page says %q", err, text)
+	}
+	href, err := chromedp.Run(tab, chromedp.AttributeValue(chromedp.ID("connect"), "href"))
+	if err != nil || href.Value != site.connectURL() {
+		t.Fatalf("the connect link is %+v (%v), want %s", href, err, site.connectURL())
+	}
+
+	// Follow it: the consent page, with the state cookie on the public path.
+	p, err := load(tab, chromedp.Click(chromedp.ID("connect")))
+	if err != nil {
+		t.Fatalf("following the connect link: %v", err)
+	}
+	if err := chromedp.Do(tab, chromedp.WaitVisible(chromedp.ID("approve"))); err != nil {
+		t.Fatalf("waiting for the consent page: %v; the page says %q", err, p.text)
+	}
+	auth, err := url.Parse(p.location)
+	if err != nil || auth.Query().Get("redirect_uri") != site.callbackURL() {
+		t.Fatalf("the authorization request's redirect_uri is %q, want %s", auth.Query().Get("redirect_uri"), site.callbackURL())
+	}
+	c, err := browserCookie(tab, site.callbackURL(), "tokengate_state")
+	if err != nil || c == nil || c.Path != "/gw/oauth2/callback" {
+		t.Fatalf("state cookie %+v (%v), want one on /gw/oauth2/callback", c, err)
+	}
+
+	// Approve: the callback under /gw connects.
+	p, err = load(tab, chromedp.Click(chromedp.ID("approve")))
+	if err != nil {
+		t.Fatalf("approving: %v", err)
+	}
+	if err := chromedp.Do(tab, chromedp.WaitVisible(chromedp.ID("title"))); err != nil {
+		t.Fatalf("waiting for the connected page: %v; the page says %q", err, p.text)
+	}
+	title, _ := chromedp.Run(tab, chromedp.Text(chromedp.ID("title")))
+	if p.status != http.StatusOK || title != "TaskNation account connected" {
+		t.Fatalf("after approving: %d %q %q", p.status, title, p.text)
+	}
+	if !strings.HasPrefix(p.location, site.callbackURL()+"?") {
+		t.Errorf("the connected page is at %s, want %s", withoutQuery(p.location), site.callbackURL())
+	}
+
+	// The app now says connected, and the API under /gw answers as the user.
+	if _, err := load(tab, chromedp.Navigate(app)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(tab, chromedp.WaitVisible(`#tasknation[data-state="connected"]`)); err != nil {
+		text, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.body.innerText`))
+		t.Fatalf("waiting for the connected state: %v; the page says %q", err, text)
+	}
+	if text, _ := chromedp.Run(tab, chromedp.Text(chromedp.ID("tasknation"))); !strings.HasPrefix(text, "TaskNation connected until ") {
+		t.Errorf("the app says %q", text)
+	}
+	p, err = load(tab, chromedp.Navigate(site.base+"/gw/api/v1/businesses/me"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var api tasknationtest.APIResponse
+	if err := json.Unmarshal([]byte(p.text), &api); err != nil || p.status != http.StatusOK || api.Subject != tasknationtest.DefaultUser {
+		t.Fatalf("API under /gw after connecting: %d %q", p.status, p.text)
+	}
 }

@@ -49,9 +49,10 @@ type userSite struct {
 
 // userOptions vary the oauth2_token block.
 type userOptions struct {
-	extra string // more lines inside the oauth2_token block
-	site  string // more lines in the site block
-	log   string // a file for Caddy's default log (INFO); "": stderr
+	extra  string // more lines inside the oauth2_token block
+	site   string // more lines in the site block
+	log    string // a file for Caddy's default log (INFO); "": stderr
+	global string // more lines in the global options block
 }
 
 func newUserSite(t *testing.T) *userSite {
@@ -132,7 +133,7 @@ http://127.0.0.1:%d {
 		carol %s
 	}
 %s}
-`, s.adminAddr, s.httpPort, s.httpsPort, s.storageDir(), log, s.httpPort, s.logFile,
+`, s.adminAddr, s.httpPort, s.httpsPort, s.storageDir(), log+o.global, s.httpPort, s.logFile,
 		s.fake.URL, s.fake.TokenURL(), s.fake.AuthURL(), s.callbackURL(), o.extra,
 		s.hashes["alice"], s.hashes["bob"], s.hashes["carol"], o.site)
 }

@@ -60,6 +60,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    connect_path          <path>
 //	    callback_path         <path>
 //	    disconnect_path       <path>
+//	    status_path           <path>
+//	    revocation_url        <url>
+//	    events_include_subject on|off
 //	    pkce                  on|off
 //	    connected_redirect    <url or path>
 //	    state_lifetime        <duration>
@@ -235,6 +238,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = one(&h.CallbackPath)
 		case "disconnect_path":
 			err = one(&h.DisconnectPath)
+		case "status_path":
+			err = one(&h.StatusPath)
+		case "revocation_url":
+			err = one(&h.RevocationURL)
+		case "events_include_subject":
+			var s string
+			if err = one(&s); err == nil {
+				switch s {
+				case "on":
+					h.EventsIncludeSubject = true
+				case "off":
+					h.EventsIncludeSubject = false
+				default:
+					return d.Errf("oauth2_token: events_include_subject: %q is not on or off", s)
+				}
+			}
 		case "pkce":
 			var s string
 			if err = one(&s); err == nil {
@@ -329,7 +348,14 @@ func (h *Handler) check() error {
 		c.AuthURL = "https://placeholder.invalid/auth"
 	}
 	if hasPlaceholder(c.RedirectURI) {
-		c.RedirectURI = "https://placeholder.invalid" + middleware.DefaultCallbackPath
+		path := c.CallbackPath
+		if path == "" {
+			path = middleware.DefaultCallbackPath
+		}
+		c.RedirectURI = "https://placeholder.invalid" + path
+	}
+	if hasPlaceholder(c.RevocationURL) {
+		c.RevocationURL = "https://placeholder.invalid/revoke"
 	}
 	return validate(c)
 }

@@ -134,6 +134,23 @@ type Handler struct {
 	// tokens). Default: /oauth2/disconnect
 	DisconnectPath string `json:"disconnect_path,omitempty"`
 
+	// The path of the connection status endpoint (GET: JSON for the
+	// request's user: connected, state, scopes, connected_at,
+	// refresh_token_expires_at, connect_url; never a token).
+	// Default: /oauth2/status
+	StatusPath string `json:"status_path,omitempty"`
+
+	// The RFC 7009 revocation endpoint (provider generic only): a
+	// disconnect revokes the user's refresh token there after deleting it
+	// (best effort, within request_timeout). Must be https:// unless the
+	// host is loopback. Placeholders are resolved at load. Default: none
+	RevocationURL string `json:"revocation_url,omitempty"`
+
+	// Puts the subject (the user id) in the data of the oauth2_token.*
+	// events, beside subject_key (its hash), which is always there.
+	// Default: false
+	EventsIncludeSubject bool `json:"events_include_subject,omitempty"`
+
 	// Turns PKCE (S256) off, for authorization servers that reject it.
 	// Default: false (PKCE on)
 	DisablePKCE bool `json:"disable_pkce,omitempty"`
@@ -285,6 +302,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := validate(cfg); err != nil {
 		return err
 	}
+	var sink *eventSink
+	if cfg.Grant == middleware.GrantAuthorizationCode {
+		app, err := eventsApp(ctx)
+		if err != nil {
+			return fmt.Errorf("oauth2_token: getting the events app: %w", err)
+		}
+		sink = &eventSink{ctx: ctx, app: app, includeSubject: h.EventsIncludeSubject, logger: h.logger}
+	}
 	h.userGrant = cfg.Grant == middleware.GrantAuthorizationCode
 	var storage certmagic.Storage
 	if spec.kind == storeCaddy {
@@ -301,7 +326,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		cfg.Store = st.store
 		p := &pooledGate{storage: st.storage, redis: st.redis}
+		if sink != nil {
+			p.events = newEventRelay()
+			cfg.Lifecycle = p.events
+		}
 		if p.Gate, err = middleware.New(cfg); err != nil {
+			if p.events != nil {
+				p.events.close()
+			}
 			st.close()
 			return nil, err
 		}
@@ -315,6 +347,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// This config's storage from now on: the one that provisioned
 		// the Gate may be cleaned up with its config.
 		p.storage.use(storage, h.logger)
+	}
+	if p.events != nil {
+		// This config's events app from now on, like its logger.
+		p.events.use(sink)
 	}
 	h.gate = p.Gate
 	h.gate.SetLogger(h.logger) // the newest config's logger, whose outputs are open
@@ -446,7 +482,9 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 		}{
 			{"user", h.User != ""}, {"redirect_uri", h.RedirectURI != ""}, {"auth_url", h.AuthURL != ""},
 			{"connect_path", h.ConnectPath != ""}, {"callback_path", h.CallbackPath != ""},
-			{"disconnect_path", h.DisconnectPath != ""}, {"pkce", h.DisablePKCE},
+			{"disconnect_path", h.DisconnectPath != ""}, {"status_path", h.StatusPath != ""},
+			{"revocation_url", h.RevocationURL != ""}, {"events_include_subject", h.EventsIncludeSubject},
+			{"pkce", h.DisablePKCE},
 			{"connected_redirect", h.ConnectedRedirect != ""}, {"state_lifetime", h.StateLifetime != 0},
 			{"max_pending_states", h.MaxPendingStates != 0}, {"max_callback_query", h.MaxCallbackQuery != 0},
 			{"cache_size", h.CacheSizeMB != 0},
@@ -524,6 +562,7 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 		{"client_secret", &c.ClientSecret, h.ClientSecret},
 		{"auth_url", &c.AuthURL, h.AuthURL},
 		{"redirect_uri", &c.RedirectURI, h.RedirectURI},
+		{"revocation_url", &c.RevocationURL, h.RevocationURL},
 	} {
 		if *f.dst, err = resolve(f.name, f.v); err != nil {
 			return c, spec, err
@@ -533,6 +572,7 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 	c.ConnectPath = h.ConnectPath
 	c.CallbackPath = h.CallbackPath
 	c.DisconnectPath = h.DisconnectPath
+	c.StatusPath = h.StatusPath
 	c.DisablePKCE = h.DisablePKCE
 	c.ConnectedRedirect = h.ConnectedRedirect
 	c.StateLifetime = time.Duration(h.StateLifetime)
@@ -556,7 +596,7 @@ const storeChoices = "memory, file <dir>, caddy or redis <host:port> [<db>]"
 // grant only.
 var userOnlySubdirectives = []string{
 	"user", "redirect_uri", "auth_url", "connect_path", "callback_path", "disconnect_path",
-	"pkce", "connected_redirect", "state_lifetime", "grace_period", "refresh_token_warning",
+	"status_path", "revocation_url", "events_include_subject", "pkce", "connected_redirect", "state_lifetime", "grace_period", "refresh_token_warning",
 }
 
 // userOnly is the error for a field of the authorization_code grant set
@@ -712,6 +752,7 @@ func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) str
 		c.RequestTimeout.String(), strconv.FormatFloat(c.RefreshWindow, 'g', -1, 64),
 		c.MinBackoff.String(), c.MaxBackoff.String(), strconv.FormatInt(c.MaxReplayBody, 10),
 		c.Grant, c.AuthURL, c.RedirectURI, c.ConnectPath, c.CallbackPath, c.DisconnectPath,
+		c.StatusPath, c.RevocationURL,
 		strconv.FormatBool(c.DisablePKCE), c.ConnectedRedirect,
 		c.StateLifetime.String(), c.GracePeriod.String(), c.RefreshTokenWarning.String(),
 		strconv.Itoa(c.MaxPendingStates), strconv.Itoa(c.MaxCallbackQuery), strconv.Itoa(c.CacheSizeMB),
@@ -734,7 +775,7 @@ func (h *Handler) Validate() error {
 
 // ServeHTTP sets the token on r and calls next, or answers with a JSON
 // error. With the authorization_code grant it serves the connect,
-// callback and disconnect endpoints itself.
+// callback, disconnect and status endpoints itself.
 //
 // The next handler (reverse_proxy) runs through Gate.Serve: when the API
 // answers 401 invalid_token, that answer is held back before anything
@@ -784,6 +825,7 @@ type pooledGate struct {
 	*middleware.Gate
 	storage *Storage
 	redis   *redis.Client
+	events  *eventRelay // authorization_code only
 }
 
 // Destruct closes the Gate, then the Redis client it used (once the Gate
@@ -792,6 +834,9 @@ type pooledGate struct {
 // between calls, and Caddy's storage belongs to the config.
 func (p *pooledGate) Destruct() error {
 	err := p.Gate.Close()
+	if p.events != nil {
+		p.events.close()
+	}
 	if p.redis != nil {
 		err = errors.Join(err, p.redis.Close())
 	}

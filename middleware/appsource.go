@@ -77,7 +77,7 @@ func (a *appSource) cached(_, _ string) (held, bool, error) {
 
 // renew refreshes the application token: lock, re-read the store,
 // request, persist, install.
-func (a *appSource) renew(ctx context.Context, key string) (held, error) {
+func (a *appSource) renew(ctx context.Context, key, _ string) (held, error) {
 	g := a.g
 	now := g.clock.Now()
 	cur := a.cur.Load()

@@ -28,6 +28,7 @@ const (
 	DefaultConnectPath          = "/oauth2/connect"
 	DefaultCallbackPath         = "/oauth2/callback"
 	DefaultDisconnectPath       = "/oauth2/disconnect"
+	DefaultStatusPath           = "/oauth2/status"
 	DefaultStateLifetime        = 10 * time.Minute
 	DefaultRefreshTokenLifetime = 180 * 24 * time.Hour // TaskNation: 180 days from the grant
 	DefaultRefreshTokenWarning  = 14 * 24 * time.Hour
@@ -135,6 +136,15 @@ type Config struct {
 	// the authorization server; its path is CallbackPath's default and its
 	// origin makes the connect_url of 401 answers absolute. Never taken
 	// from a request. Required.
+	//
+	// A Gate mounted under a path prefix (a router or Caddy's handle_path
+	// strips /gw before the Gate sees the request) sets CallbackPath to
+	// the path it sees (/oauth2/callback) and RedirectURI to the public
+	// one (https://example.com/gw/oauth2/callback): the part of
+	// RedirectURI's path before CallbackPath is the public prefix, and
+	// every URL the Gate gives out (the state cookie's Path, connect_url,
+	// the links of its pages) carries it, while the paths it serves are
+	// matched without it. RedirectURI's path must end with CallbackPath.
 	RedirectURI string
 	// Subject returns the subject (the partner's own user id) of a request
 	// handled by Wrap. It must come from a trusted source (an
@@ -143,10 +153,22 @@ type Config struct {
 	// Required for Wrap; Caddy passes the subject to ServeFlow and
 	// AuthorizeSubject itself.
 	Subject func(*http.Request) string
-	// ConnectPath, CallbackPath and DisconnectPath are served by Wrap and
-	// ServeFlow. Defaults: /oauth2/connect, RedirectURI's path (or
-	// /oauth2/callback), /oauth2/disconnect.
-	ConnectPath, CallbackPath, DisconnectPath string
+	// ConnectPath, CallbackPath, DisconnectPath and StatusPath are served
+	// by Wrap and ServeFlow, matched against the request's path as the
+	// Gate sees it. Defaults: /oauth2/connect, RedirectURI's path (or
+	// /oauth2/callback), /oauth2/disconnect, /oauth2/status.
+	ConnectPath, CallbackPath, DisconnectPath, StatusPath string
+	// RevocationURL is the authorization server's RFC 7009 revocation
+	// endpoint: a disconnect, after deleting the subject's tokens, revokes
+	// the refresh token there (best effort, within RequestTimeout; a
+	// failure is logged, the disconnect stands). Only for the generic
+	// provider: TaskNation documents no revocation endpoint. http:// is
+	// refused unless the host is loopback. Default: none (no revocation).
+	RevocationURL string
+	// Lifecycle receives the lifecycle events of subjects (connected,
+	// disconnected, reauthorization required, refresh token expiring),
+	// with the subject. Default: none.
+	Lifecycle LifecycleObserver
 	// DisablePKCE turns PKCE (S256) off, for servers that reject it.
 	// Default: PKCE on.
 	DisablePKCE bool
@@ -179,6 +201,10 @@ type Config struct {
 	// past it the oldest entries are evicted and read again from Store.
 	// Default: 64.
 	CacheSizeMB int
+
+	// publicPrefix is the part of RedirectURI's path before CallbackPath:
+	// what a router in front stripped (see RedirectURI).
+	publicPrefix string
 }
 
 // Validate reports the first problem New would find in c: a *ConfigError
@@ -298,15 +324,36 @@ func (c *Config) userDefaults() error {
 			c.CallbackPath = DefaultCallbackPath
 		}
 	}
+	switch {
+	case ru.Path == "" || ru.Path == "/" || ru.Path == c.CallbackPath:
+		c.publicPrefix = ""
+	case strings.HasPrefix(c.CallbackPath, "/") && strings.HasSuffix(ru.Path, c.CallbackPath):
+		c.publicPrefix = strings.TrimSuffix(ru.Path, c.CallbackPath)
+	default:
+		return &ConfigError{Field: "callback_path", Value: c.CallbackPath, Reason: fmt.Sprintf(
+			"redirect_uri's path %q must be the callback path, or end with it when the gateway is mounted under a prefix (redirect_uri https://host/gw/oauth2/callback with callback_path /oauth2/callback)", ru.Path)}
+	}
 	if c.ConnectPath == "" {
 		c.ConnectPath = DefaultConnectPath
 	}
 	if c.DisconnectPath == "" {
 		c.DisconnectPath = DefaultDisconnectPath
 	}
+	if c.StatusPath == "" {
+		c.StatusPath = DefaultStatusPath
+	}
+	if c.RevocationURL != "" {
+		if c.Provider.Name == TaskNation.Name {
+			return &ConfigError{Field: "revocation_url", Reason: "does not apply to provider tasknation, which documents no revocation endpoint (use provider generic)"}
+		}
+		if err := checkEndpoint("revocation_url", c.RevocationURL); err != nil {
+			return err
+		}
+	}
 	paths := map[string]string{}
 	for _, p := range []struct{ field, v string }{
 		{"connect_path", c.ConnectPath}, {"callback_path", c.CallbackPath}, {"disconnect_path", c.DisconnectPath},
+		{"status_path", c.StatusPath},
 	} {
 		if !strings.HasPrefix(p.v, "/") {
 			return &ConfigError{Field: p.field, Value: p.v, Reason: "must start with /"}

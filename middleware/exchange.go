@@ -98,8 +98,12 @@ type exchanger struct {
 	oc      oauth2.Config // the authorization_code and refresh_token grants
 	client  *http.Client
 	timeout time.Duration
-	now     func() time.Time
-	obs     Observer
+	// revocationURL is the RFC 7009 endpoint ("" for none), called with
+	// revokeClient.
+	revocationURL string
+	revokeClient  *http.Client
+	now           func() time.Time
+	obs           Observer
 }
 
 func newExchanger(c Config) *exchanger {
@@ -122,10 +126,17 @@ func newExchanger(c Config) *exchanger {
 			RedirectURL:  c.RedirectURI,
 			Scopes:       c.Scopes,
 		},
-		client:  &hc,
-		timeout: c.RequestTimeout,
-		now:     c.Clock.Now,
-		obs:     c.Observer,
+		client:        &hc,
+		timeout:       c.RequestTimeout,
+		revocationURL: c.RevocationURL,
+		// A 200 of a revocation endpoint has an empty body, which
+		// limitTransport refuses: this client only refuses redirects.
+		revokeClient: &http.Client{
+			Transport:     c.HTTPClient.Transport,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		now: c.Clock.Now,
+		obs: c.Observer,
 	}
 }
 

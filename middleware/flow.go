@@ -25,6 +25,11 @@ import (
 //	GET  CallbackPath    → checks state, subject and cookie, exchanges the
 //	                       code, stores the tokens, ends on a page or a redirect
 //	POST DisconnectPath  → deletes the subject's tokens
+//	GET  StatusPath      → the subject's ConnectionStatus, as JSON
+//
+// Paths are matched as the Gate sees them; the URLs it gives out (the
+// cookie's Path, connect_url, links) carry the public prefix (see
+// Config.RedirectURI).
 //
 // stateCookie binds a connect's state to the browser that started it.
 const stateCookie = "tokengate_state"
@@ -96,7 +101,7 @@ func randomState() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// ServeFlow serves the connect, callback and disconnect paths of an
+// ServeFlow serves the connect, callback, disconnect and status paths of an
 // authorization_code Gate for subject (which must come from a trusted
 // source, see Config.Subject), and reports whether r was one of them.
 // Wrap calls it; a server that is not built on http.Handler (the Caddy
@@ -112,6 +117,8 @@ func (g *Gate) ServeFlow(w http.ResponseWriter, r *http.Request, subject string)
 		g.callback(w, r, subject)
 	case g.cfg.DisconnectPath:
 		g.disconnect(w, r, subject)
+	case g.cfg.StatusPath:
+		g.serveStatus(w, r, subject)
 	default:
 		return false
 	}
@@ -145,7 +152,7 @@ func (g *Gate) connect(w http.ResponseWriter, r *http.Request, subject string) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     stateCookie,
 		Value:    state,
-		Path:     g.cfg.CallbackPath,
+		Path:     g.publicPath(g.cfg.CallbackPath),
 		MaxAge:   int(g.cfg.StateLifetime / time.Second),
 		HttpOnly: true,
 		Secure:   g.users.secure,
@@ -203,7 +210,7 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 		return
 	}
 	// The state is spent: clear its cookie whatever happens next.
-	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: g.cfg.CallbackPath, MaxAge: -1,
+	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: g.publicPath(g.cfg.CallbackPath), MaxAge: -1,
 		HttpOnly: true, Secure: g.users.secure, SameSite: http.SameSiteLaxMode})
 	if e := q.Get("error"); e != "" {
 		code := "authorization_failed"
@@ -242,6 +249,7 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 	} else {
 		tok.RefreshExpiry = tok.ObtainedAt.Add(g.cfg.RefreshTokenLifetime)
 	}
+	tok.ConnectedAt = tok.ObtainedAt
 	key := p.subjectKey
 	tok.Version = newLineage()
 	if err = g.users.store(ctx, key, tok); err != nil {
@@ -250,6 +258,7 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 		return
 	}
 	g.connectEvent("connected")
+	g.lifecycle(EventConnected, key, subject, tok.RefreshExpiry)
 	g.logger().Info("user connected", zap.String("subject_key", key), zap.Strings("scopes", tok.Scopes))
 	if g.cfg.ConnectedRedirect != "" {
 		w.Header().Set("Cache-Control", "no-store")
@@ -286,6 +295,10 @@ func (g *Gate) disconnect(w http.ResponseWriter, r *http.Request, subject string
 	g.flowPage(w, r, http.StatusOK, flowPage{Title: "TaskNation account disconnected",
 		Message: "Your TaskNation account is disconnected."}, map[string]any{"status": "disconnected"})
 }
+
+// publicPath is path as the browser sees it: behind the public prefix
+// that a router in front strips (see Config.RedirectURI).
+func (g *Gate) publicPath(path string) string { return g.cfg.publicPrefix + path }
 
 // isErrorCode reports whether e is an RFC 6749 error code (%x20-21 /
 // %x23-5B / %x5D-7E), restricted here to what codes really look like, so

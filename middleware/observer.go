@@ -37,3 +37,50 @@ type UserObserver interface {
 	// its refresh token was refused (invalid_grant) or had run out.
 	Reauthorization()
 }
+
+// LifecycleKind names a lifecycle event of a subject.
+type LifecycleKind string
+
+// Lifecycle events (Config.Lifecycle).
+const (
+	// EventConnected: a callback stored the subject's new token set.
+	EventConnected LifecycleKind = "connected"
+	// EventDisconnected: a disconnect deleted the subject's token set.
+	EventDisconnected LifecycleKind = "disconnected"
+	// EventReauthorizationRequired: the subject's tokens were deleted
+	// because the refresh token was refused (invalid_grant) or ran out;
+	// the user must connect again.
+	EventReauthorizationRequired LifecycleKind = "reauthorization_required"
+	// EventRefreshTokenExpiring: a refresh of the subject found its
+	// refresh token running out within Config.RefreshTokenWarning.
+	EventRefreshTokenExpiring LifecycleKind = "refresh_token_expiring"
+)
+
+// LifecycleEvent is something that happened to a subject's connection.
+// It never holds a token, a code or a secret.
+type LifecycleEvent struct {
+	Kind LifecycleKind
+	// SubjectKey is the subject's hashed key, as the logs and the stores
+	// name it.
+	SubjectKey string
+	// Subject is the subject (the partner's own user id) when the Gate
+	// knows it, which is always the case today; "" otherwise.
+	Subject string
+	// At is when it happened (the Gate's clock).
+	At time.Time
+	// RefreshTokenExpiresAt is when the refresh token runs out, for
+	// connected and refresh_token_expiring; zero when unknown.
+	RefreshTokenExpiresAt time.Time
+}
+
+// LifecycleObserver receives the lifecycle events of subjects, for
+// operators (the Caddy module turns them into Caddy events). An event is
+// reported once per occurrence, by the Gate that did the thing (in a fleet
+// sharing a store, the instance that stored, deleted or refreshed); a
+// refresh_token_expiring event comes with every refresh inside the
+// warning window. UserEvent is called on the path where the thing happens
+// (a callback, a disconnect, a refresh): it must not block, and must be
+// safe for concurrent use.
+type LifecycleObserver interface {
+	UserEvent(LifecycleEvent)
+}

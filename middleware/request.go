@@ -118,7 +118,7 @@ func (g *Gate) retryToken(ctx context.Context, subject string, h *held) (*held, 
 	if g.src.reject(h.key, h.tok.Version, g.clock.Now()) {
 		h2, _ = g.credential(ctx, subject)
 	} else if _, running := g.ahead.Load(h.key); running {
-		if w, err := g.await(ctx, h.key); err == nil {
+		if w, err := g.await(ctx, h.key, subject); err == nil {
 			h2 = &w
 		}
 	}

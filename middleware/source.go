@@ -37,7 +37,7 @@ type tokenSource interface {
 	// process: it brings key's tokens up to date (from the store, or from
 	// the token endpoint) and returns what to use. Errors are
 	// *UnavailableError or *UserError.
-	renew(ctx context.Context, key string) (held, error)
+	renew(ctx context.Context, key, subject string) (held, error)
 	// reject records that the API refused version of key's token (an
 	// upstream 401 invalid_token) and reports whether a replay may get
 	// another: the version was marked unusable now or earlier, or key
@@ -137,12 +137,12 @@ func (g *Gate) credential(ctx context.Context, subject string) (*held, error) {
 	if ok && h.phase != phaseExpired {
 		g.cacheLookup(true)
 		if h.phase == phaseDue {
-			g.refreshAhead(key)
+			g.refreshAhead(key, subject)
 		}
 		return &h, nil
 	}
 	g.cacheLookup(false)
-	h, err = g.await(ctx, key)
+	h, err = g.await(ctx, key, subject)
 	if err != nil {
 		var ue *UnavailableError
 		if o := g.cfg.Observer; o != nil && errors.As(err, &ue) {
@@ -161,7 +161,7 @@ func (g *Gate) cacheLookup(hit bool) {
 
 // refreshAhead starts one background refresh of key's token, which is
 // still valid, unless one runs already or the key is backing off.
-func (g *Gate) refreshAhead(key string) {
+func (g *Gate) refreshAhead(key, subject string) {
 	if _, running := g.ahead.Load(key); running {
 		return
 	}
@@ -173,7 +173,7 @@ func (g *Gate) refreshAhead(key string) {
 	}
 	started := g.background(func() {
 		defer g.ahead.Delete(key)
-		r := <-g.flight.DoChan(key, func() (any, error) { return g.renew(key) })
+		r := <-g.flight.DoChan(key, func() (any, error) { return g.renew(key, subject) })
 		if r.Err == nil {
 			g.logger().Debug("token refreshed ahead of expiry")
 		}
@@ -204,12 +204,12 @@ func (g *Gate) background(f func()) bool {
 }
 
 // await waits for the shared refresh of key, or for ctx.
-func (g *Gate) await(ctx context.Context, key string) (held, error) {
+func (g *Gate) await(ctx context.Context, key, subject string) (held, error) {
 	now := g.clock.Now()
 	if b, blocked := g.backoffs.blocked(key, now); blocked {
 		return held{}, b.unavailable(now, nil)
 	}
-	ch := g.flight.DoChan(key, func() (any, error) { return g.renew(key) })
+	ch := g.flight.DoChan(key, func() (any, error) { return g.renew(key, subject) })
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -232,7 +232,7 @@ func (g *Gate) await(ctx context.Context, key string) (held, error) {
 // in-flight refresh that Close lets finish, and turns a panic into an
 // error: a panic inside DoChan cannot be recovered by the caller and
 // would kill the process.
-func (g *Gate) renew(key string) (val any, err error) {
+func (g *Gate) renew(key, subject string) (val any, err error) {
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
@@ -249,7 +249,7 @@ func (g *Gate) renew(key string) (val any, err error) {
 			val, err = nil, b.unavailable(g.clock.Now(), err)
 		}
 	}()
-	h, err := g.src.renew(g.ctx, key)
+	h, err := g.src.renew(g.ctx, key, subject)
 	if err != nil {
 		return nil, err
 	}

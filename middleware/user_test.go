@@ -392,9 +392,10 @@ func TestUser_InvalidGrantRequiresReauthorization(t *testing.T) {
 	if a.json["connect_url"] != f.gw.URL+"/oauth2/connect" {
 		t.Errorf("connect_url = %v", a.json["connect_url"])
 	}
-	// The tokens are gone: no further refresh is tried.
+	// The tokens are gone: no further refresh is tried, and the answer
+	// stays reauthorization_required (the store's mark) until she connects.
 	n := f.srv.TokenRequests(tasknationtest.GrantRefreshToken)
-	wantUserError(t, alice.api(f), http.StatusUnauthorized, "not_connected")
+	wantUserError(t, alice.api(f), http.StatusUnauthorized, "reauthorization_required")
 	if m := f.srv.TokenRequests(tasknationtest.GrantRefreshToken); m != n {
 		t.Errorf("refresh requests went from %d to %d after invalid_grant", n, m)
 	}

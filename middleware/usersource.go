@@ -73,7 +73,7 @@ func newUserSource(g *Gate) (*userSource, error) {
 		cache:      cache,
 		durable:    c.Store,
 		states:     newStateStore(c.MaxPendingStates),
-		connectURL: origin + c.ConnectPath,
+		connectURL: origin + c.publicPrefix + c.ConnectPath,
 		keyPrefix:  strings.Join([]string{"user", c.TokenURL, c.ClientID, ""}, "\x00"),
 		secure:     ru.Scheme == "https",
 	}
@@ -137,7 +137,7 @@ func (u *userSource) cached(subject, key string) (held, bool, error) {
 		return h, true, nil
 	case errors.Is(err, tokenstore.ErrExpired) && u.durable == nil:
 		// The cache was the truth and has just dropped the set.
-		u.forget(key, u.g.logger().With(zap.String("subject_key", key)), "the refresh token ran out")
+		u.forget(key, subject, u.g.logger().With(zap.String("subject_key", key)), "the refresh token ran out")
 		return held{}, false, u.userError(CodeReauthorizationRequired, "the refresh token ran out: connect again")
 	case !errors.Is(err, tokenstore.ErrNotFound):
 		u.g.logger().Warn("token cache read failed", zap.Error(err))
@@ -149,23 +149,23 @@ func (u *userSource) cached(subject, key string) (held, bool, error) {
 // subject across the fleet, load the live set, decide whether it must be
 // refreshed, rotate the refresh token, persist the new set before anyone
 // uses it.
-func (u *userSource) renew(ctx context.Context, key string) (held, error) {
+func (u *userSource) renew(ctx context.Context, key, subject string) (held, error) {
 	log := u.g.logger().With(zap.String("subject_key", key))
 	unlock, err := u.lock(ctx, key)
 	if err != nil {
 		return held{}, err
 	}
 	defer unlock()
-	cur, err := u.loadLive(ctx, key, log)
+	cur, err := u.loadLive(ctx, key, subject, log)
 	if err != nil {
 		return held{}, err
 	}
 	now := u.g.clock.Now()
-	use, err := u.decide(key, cur, now, log)
+	use, err := u.decide(key, subject, cur, now, log)
 	if use != nil || err != nil {
 		return u.serve(key, use, log), err
 	}
-	next, err := u.rotate(ctx, key, cur, now, log)
+	next, err := u.rotate(ctx, key, subject, cur, now, log)
 	switch {
 	case next == nil && err == nil: // failed, but cur's access token is still valid
 		return u.serve(key, cur, log), nil
@@ -197,12 +197,12 @@ func (u *userSource) lock(ctx context.Context, key string) (func(), error) {
 // again when it descends from the stored one; it is dropped when the
 // store moved on without it (another instance rotated, or the subject was
 // disconnected or connected again).
-func (u *userSource) loadLive(ctx context.Context, key string, log *zap.Logger) (*tokenstore.Token, error) {
+func (u *userSource) loadLive(ctx context.Context, key, subject string, log *zap.Logger) (*tokenstore.Token, error) {
 	cur, err := u.truth().Get(ctx, key)
 	pending := u.pending(key)
 	switch {
 	case errors.Is(err, tokenstore.ErrExpired):
-		u.forget(key, log, "the refresh token ran out")
+		u.forget(key, subject, log, "the refresh token ran out")
 		return nil, u.userError(CodeReauthorizationRequired, "the refresh token ran out: connect again")
 	case errors.Is(err, tokenstore.ErrNotFound):
 		// Disconnected, by this instance or another: a set of ours still
@@ -210,6 +210,10 @@ func (u *userSource) loadLive(ctx context.Context, key string, log *zap.Logger) 
 		u.uncache(ctx, key)
 		u.unpersisted.Delete(key)
 		u.g.backoffs.reset(key)
+		if u.mustReauthorize(ctx, key) {
+			// Another instance deleted the set after a refusal.
+			return nil, u.userError(CodeReauthorizationRequired, "TaskNation no longer accepts this user's tokens: connect again")
+		}
 		return nil, u.userError(CodeNotConnected, "no TaskNation account is connected for this user")
 	case err != nil && pending != nil:
 		log.Warn("token store read failed; using the token set held in memory", zap.Error(err))
@@ -233,7 +237,7 @@ func (u *userSource) loadLive(ctx context.Context, key string, log *zap.Logger) 
 		log.Info("the token set held in memory only is stored again")
 	case errors.Is(err, tokenstore.ErrConflict):
 		u.unpersisted.Delete(key)
-		return u.loadLive(ctx, key, log)
+		return u.loadLive(ctx, key, subject, log)
 	default:
 		log.Error("token store write failed again; the live token set is held in memory only", zap.Error(err))
 	}
@@ -255,7 +259,7 @@ func (u *userSource) pending(key string) *tokenstore.Token {
 
 // decide returns cur when it is to be used as it is; nil with a nil error
 // when it must be refreshed.
-func (u *userSource) decide(key string, cur *tokenstore.Token, now time.Time, log *zap.Logger) (*tokenstore.Token, error) {
+func (u *userSource) decide(key, subject string, cur *tokenstore.Token, now time.Time, log *zap.Logger) (*tokenstore.Token, error) {
 	phase := u.g.phaseAt(cur, now)
 	if u.isRejected(key, cur.Version) {
 		phase = phaseExpired // the API refused it: refresh, however fresh it looks
@@ -272,13 +276,15 @@ func (u *userSource) decide(key string, cur *tokenstore.Token, now time.Time, lo
 		return nil, err
 	}
 	if cur.RefreshToken == "" {
-		u.forgetUnless(phase == phaseDue, key, log, "the access token expired and there is no refresh token")
+		if phase != phaseDue {
+			u.forget(key, subject, log, "the access token expired and there is no refresh token")
+		}
 		return stillValid(u.userError(CodeReauthorizationRequired, "the access token expired and there is no refresh token: connect again"))
 	}
 	if !cur.RefreshExpiry.IsZero() {
 		left := cur.RefreshExpiry.Sub(now)
 		if left <= 0 {
-			u.forget(key, log, "the refresh token ran out")
+			u.forget(key, subject, log, "the refresh token ran out")
 			return nil, u.userError(CodeReauthorizationRequired, "the refresh token ran out: connect again")
 		}
 		if left < u.g.cfg.RefreshTokenWarning {
@@ -287,6 +293,7 @@ func (u *userSource) decide(key string, cur *tokenstore.Token, now time.Time, lo
 			if o, ok := u.g.cfg.Observer.(UserObserver); ok {
 				o.RefreshTokenExpiring()
 			}
+			u.g.lifecycle(EventRefreshTokenExpiring, key, subject, cur.RefreshExpiry)
 		}
 	}
 	if b, blocked := u.g.backoffs.blocked(key, now); blocked {
@@ -306,18 +313,19 @@ func (u *userSource) serve(key string, tok *tokenstore.Token, log *zap.Logger) h
 
 // rotate redeems cur's refresh token. It returns the new set, or nil and
 // what to answer: cur while its access token is valid, or the error.
-func (u *userSource) rotate(ctx context.Context, key string, cur *tokenstore.Token, now time.Time, log *zap.Logger) (*tokenstore.Token, error) {
+func (u *userSource) rotate(ctx context.Context, key, subject string, cur *tokenstore.Token, now time.Time, log *zap.Logger) (*tokenstore.Token, error) {
 	next, err := u.g.redeem(ctx, cur.RefreshToken, log)
 	if err == nil {
 		// Rotation does not extend the refresh token's life: it counts
 		// from the authorization_code grant.
 		next.RefreshExpiry = cur.RefreshExpiry
+		next.ConnectedAt = cur.ConnectedAt
 		next.Version = cur.Version + 1
 		return next, nil
 	}
 	var ee *EndpointError
 	if errors.As(err, &ee) && ee.Kind == KindRejected && ee.Code == "invalid_grant" {
-		u.forget(key, log, "the authorization server refused the refresh token (invalid_grant)")
+		u.forget(key, subject, log, "the authorization server refused the refresh token (invalid_grant)")
 		return nil, u.userError(CodeReauthorizationRequired, "TaskNation refused the refresh token: connect again")
 	}
 	holding := u.g.phaseAt(cur, now) == phaseDue && !u.isRejected(key, cur.Version)
@@ -459,19 +467,16 @@ func (u *userSource) uncache(ctx context.Context, key string) {
 }
 
 // forget deletes a subject's tokens everywhere, after the authorization
-// server refused them or they ran out.
-func (u *userSource) forget(key string, log *zap.Logger, why string) {
+// server refused them or they ran out, and leaves the mark that says the
+// user must connect again (see markReauthorization).
+func (u *userSource) forget(key, subject string, log *zap.Logger, why string) {
 	u.drop(key, log)
+	u.markReauthorization(key, log)
 	log.Warn("user tokens deleted; the user must connect again", zap.String("reason", why))
 	if o, ok := u.g.cfg.Observer.(UserObserver); ok {
 		o.Reauthorization()
 	}
-}
-
-func (u *userSource) forgetUnless(keep bool, key string, log *zap.Logger, why string) {
-	if !keep {
-		u.forget(key, log, why)
-	}
+	u.g.lifecycle(EventReauthorizationRequired, key, subject, time.Time{})
 }
 
 // drop deletes a subject's tokens and every trace of them in memory.
@@ -556,6 +561,7 @@ func (u *userSource) store(ctx context.Context, key string, tok *tokenstore.Toke
 				return nil, err
 			}
 		}
+		u.clearReauthorization(wctx, key, u.g.logger().With(zap.String("subject_key", key)))
 		u.unpersisted.Delete(key)
 		u.g.backoffs.reset(key)
 		u.unreject(key, 0)
@@ -612,28 +618,73 @@ func (g *Gate) UserToken(ctx context.Context, subject string) (tokenstore.Token,
 // refreshed) and drops its new set. With a Locker store the delete waits
 // up to RequestTimeout for the subject's lock, and deletes without it
 // after that.
+//
+// When a set was deleted, the LifecycleObserver gets a disconnected event
+// and, with a RevocationURL, the refresh token is revoked there (RFC
+// 7009) after the local delete: best effort, within RequestTimeout, even
+// if ctx ends first; a failure is logged and does not fail the
+// disconnect.
 func (g *Gate) Disconnect(ctx context.Context, subject string) error {
 	if g.users == nil {
 		return errNotUserGate
 	}
-	key, err := g.users.key(subject)
+	u := g.users
+	key, err := u.key(subject)
 	if err != nil {
 		return err
 	}
+	log := g.logger().With(zap.String("subject_key", key))
+	var had bool
+	var refreshToken string
 	err = g.serialized(ctx, key, func() (any, error) {
-		log := g.logger().With(zap.String("subject_key", key))
-		if g.users.durable != nil {
-			unlock, err := g.lock(g.ctx, g.users.durable, key)
+		if u.durable != nil {
+			unlock, err := g.lock(g.ctx, u.durable, key)
 			if err == nil {
 				defer unlock()
 			} else {
 				log.Warn("disconnect: the subject's lock could not be had; deleting without it (a refresh elsewhere is fenced)", zap.Error(err))
 			}
 		}
-		return nil, g.users.drop(key, log)
+		had, refreshToken = u.held(ctx, key)
+		if err := u.drop(key, log); err != nil {
+			return nil, err
+		}
+		wctx, cancel := g.writeContext()
+		defer cancel()
+		u.clearReauthorization(wctx, key, log)
+		return nil, nil
 	})
 	if err != nil {
 		return fmt.Errorf("middleware: disconnect: %w", err)
 	}
+	if had {
+		g.lifecycle(EventDisconnected, key, subject, time.Time{})
+	}
+	if refreshToken != "" && g.endpoint.revocationURL != "" {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.RequestTimeout)
+		defer cancel()
+		if err := g.endpoint.revoke(rctx, refreshToken); err != nil {
+			log.Warn("disconnect: revoking the refresh token failed; it stays valid at the authorization server until it runs out", zap.Error(err))
+		} else {
+			log.Info("disconnect: refresh token revoked")
+		}
+	}
 	return nil
+}
+
+// held reports whether key has a set to delete, and its live refresh
+// token when it can be read. A set that cannot be read (a store error, a
+// wrong encryption key) counts as one.
+func (u *userSource) held(ctx context.Context, key string) (bool, string) {
+	if p := u.pending(key); p != nil {
+		return true, p.RefreshToken
+	}
+	tok, err := u.truth().Get(ctx, key)
+	switch {
+	case err == nil:
+		return true, tok.RefreshToken
+	case errors.Is(err, tokenstore.ErrNotFound):
+		return false, ""
+	}
+	return true, ""
 }

@@ -17,11 +17,19 @@ import (
 //	int64    refresh expiry, Unix ns (0 = zero time)
 //	int64    obtained at, Unix ns (0 = zero time)
 //	uint64   version
+//	int64    connected at, Unix ns (format 2 only)
 //	uvarint  len(access) len(type) len(refresh) len(scopes)
 //	bytes    access type refresh scopes (scopes joined by one space)
+//
+// A set without ConnectedAt is written in format 1, byte for byte as
+// before format 2 existed: the additional data of a Sealed set is its
+// encoding, so records sealed before stay openable.
 const (
-	formatV1   = 1
-	headerSize = 1 + 8*4
+	formatV1     = 1
+	formatV2     = 2
+	headerSizeV1 = 1 + 8*4
+	// headerSize is the largest header, for size estimates.
+	headerSize = headerSizeV1 + 8
 )
 
 // errCorrupt is wrapped by every decoding failure.
@@ -38,11 +46,18 @@ func (t *Token) appendBinary(b []byte) []byte {
 	if cap(b)-len(b) < n {
 		b = append(make([]byte, 0, len(b)+n), b...)
 	}
-	b = append(b, formatV1)
+	format := byte(formatV1)
+	if !t.ConnectedAt.IsZero() {
+		format = formatV2
+	}
+	b = append(b, format)
 	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(t.Expiry)))
 	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(t.RefreshExpiry)))
 	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(t.ObtainedAt)))
 	b = binary.BigEndian.AppendUint64(b, t.Version)
+	if format == formatV2 {
+		b = binary.BigEndian.AppendUint64(b, uint64(unixNano(t.ConnectedAt)))
+	}
 	for _, s := range [...]string{t.AccessToken, t.TokenType, t.RefreshToken, scopes} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 	}
@@ -77,6 +92,7 @@ type decoded struct {
 // an expired entry without copying it, and to build the Token after.
 type record struct {
 	expiry, refreshExpiry int64
+	connectedAt           int64     // 0 in format 1
 	lens                  [4]uint64 // access, type, refresh, scopes
 	text                  []byte
 }
@@ -84,17 +100,32 @@ type record struct {
 // parse reads the header and lengths of a stored token. A record that is
 // truncated, has trailing bytes or an unknown format is an error.
 func parse(b []byte) (record, error) {
-	if len(b) < headerSize {
-		return record{}, fmt.Errorf("%w: %d bytes, want at least %d", errCorrupt, len(b), headerSize)
+	if len(b) < headerSizeV1 {
+		return record{}, fmt.Errorf("%w: %d bytes, want at least %d", errCorrupt, len(b), headerSizeV1)
 	}
-	if b[0] != formatV1 {
+	size := headerSizeV1
+	switch b[0] {
+	case formatV1:
+	case formatV2:
+		size = headerSize
+		if len(b) < size {
+			return record{}, fmt.Errorf("%w: %d bytes, want at least %d", errCorrupt, len(b), size)
+		}
+	default:
 		return record{}, fmt.Errorf("%w: unknown format %d", errCorrupt, b[0])
 	}
 	r := record{
 		expiry:        int64(binary.BigEndian.Uint64(b[1:])),
 		refreshExpiry: int64(binary.BigEndian.Uint64(b[9:])),
 	}
-	rest := b[headerSize:]
+	if b[0] == formatV2 {
+		r.connectedAt = int64(binary.BigEndian.Uint64(b[headerSizeV1:]))
+		if r.connectedAt == 0 {
+			// Format 2 exists to carry it: one encoding per set.
+			return record{}, fmt.Errorf("%w: format 2 without a connect time", errCorrupt)
+		}
+	}
+	rest := b[size:]
 	total := uint64(0)
 	for i := range r.lens {
 		n, k := binary.Uvarint(rest)
@@ -146,6 +177,7 @@ func decode(b []byte, r *record, owned bool) *decoded {
 	t.RefreshExpiry = fromUnixNano(r.refreshExpiry)
 	t.ObtainedAt = fromUnixNano(int64(binary.BigEndian.Uint64(b[17:])))
 	t.Version = binary.BigEndian.Uint64(b[25:])
+	t.ConnectedAt = fromUnixNano(r.connectedAt)
 	off := uint64(0)
 	field := func(i int) string {
 		s := text[off : off+r.lens[i]]

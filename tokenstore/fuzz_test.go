@@ -13,7 +13,9 @@ import (
 )
 
 func FuzzUnmarshalBinary(f *testing.F) {
-	for _, tok := range []*tokenstore.Token{sample(t0), {}, versioned(77), {AccessToken: "a", Scopes: []string{"x", "", "y"}}} {
+	connected := sample(t0)
+	connected.ConnectedAt = t0.Add(-time.Hour)
+	for _, tok := range []*tokenstore.Token{sample(t0), {}, versioned(77), {AccessToken: "a", Scopes: []string{"x", "", "y"}}, connected} {
 		b, _ := tok.MarshalBinary()
 		f.Add(b)
 	}

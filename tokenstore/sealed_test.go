@@ -116,6 +116,11 @@ func TestSealed_RoundTrip(t *testing.T) {
 			tok.Scopes = strings.Fields("a b c d e f g h i j k l m n o p")
 			return tok
 		}},
+		{"with connect time (format 2)", func() *tokenstore.Token {
+			tok := secretSample(t0)
+			tok.ConnectedAt = t0.Add(-24 * time.Hour)
+			return tok
+		}},
 		{"one-byte credentials", func() *tokenstore.Token {
 			tok := secretSample(t0)
 			tok.AccessToken, tok.RefreshToken = "a", "r"

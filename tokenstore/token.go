@@ -36,6 +36,10 @@ type Token struct {
 	Scopes []string
 	// ObtainedAt is when the token request that produced this set was sent.
 	ObtainedAt time.Time
+	// ConnectedAt is when the user connected: the authorization_code grant
+	// this set descends from (rotations keep it). Zero when unknown (sets
+	// stored before it was recorded, client_credentials).
+	ConnectedAt time.Time
 	// Version changes on every refresh; a caller that saw a token fail can
 	// invalidate exactly that version and not a newer one.
 	Version uint64

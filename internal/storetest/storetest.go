@@ -74,7 +74,7 @@ func SecretSample(now time.Time) *tokenstore.Token {
 func Equal(a, b *tokenstore.Token) bool {
 	return a.AccessToken == b.AccessToken && a.TokenType == b.TokenType && a.RefreshToken == b.RefreshToken &&
 		a.Expiry.Equal(b.Expiry) && a.RefreshExpiry.Equal(b.RefreshExpiry) && a.ObtainedAt.Equal(b.ObtainedAt) &&
-		a.Version == b.Version && strings.Join(a.Scopes, " ") == strings.Join(b.Scopes, " ")
+		a.ConnectedAt.Equal(b.ConnectedAt) && a.Version == b.Version && strings.Join(a.Scopes, " ") == strings.Join(b.Scopes, " ")
 }
 
 // CheckError fails t if err's message does not start with prefix (the

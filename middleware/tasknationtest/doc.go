@@ -26,7 +26,10 @@
 //   - /api/... is a fake resource server that checks bearer tokens and the
 //     scope each route needs.
 //   - POST /oauth2/introspect (RFC 7662) and
-//     GET /.well-known/oauth-authorization-server (RFC 8414) are served too.
+//     GET /.well-known/oauth-authorization-server (RFC 8414) are served too;
+//     POST /oauth2/revoke (RFC 7009) only with Options.RevocationEndpoint,
+//     as TaskNation documents none (RevocationRequests,
+//     RevokedRefreshTokens and FailRevocations observe and break it).
 //
 // Fault knobs (InjectFault, SetLatency, SetTokenResponder), request counters
 // and an injectable clock (Options.Now) let tests drive retries, grace windows

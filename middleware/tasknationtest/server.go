@@ -124,6 +124,10 @@ type Options struct {
 	// form_token (single use, valid for CodeLifetime) and decision
 	// ("approve" or "deny") back to /oauth2/auth.
 	ConsentPage bool
+	// RevocationEndpoint serves POST /oauth2/revoke (RFC 7009), as a
+	// generic authorization server would. TaskNation documents none, so
+	// it is off by default.
+	RevocationEndpoint bool
 	// Listener, if set, is the listener the server serves on (for example a
 	// fixed loopback port for a demo); the Server takes ownership of it.
 	// Default: a new listener on 127.0.0.1:0.
@@ -158,6 +162,10 @@ type Server struct {
 	faults    []*activeFault
 	latency   atomic.Int64 // time.Duration
 	responder atomic.Pointer[http.HandlerFunc]
+
+	revocations   atomic.Int64 // requests to the revocation endpoint
+	revokedFamily atomic.Int64 // refresh tokens (families) it revoked
+	revokeFail    atomic.Int64 // HTTP status the revocation endpoint fails with; 0: none
 
 	testHook   atomic.Pointer[func(event string)]
 	answerHook atomic.Pointer[func(TokenEvent)]
@@ -260,6 +268,9 @@ func NewServer(opts Options) *Server {
 	mux.HandleFunc("/oauth2/auth", s.handleAuth)
 	mux.HandleFunc("/oauth2/introspect", s.handleIntrospect)
 	mux.HandleFunc("/.well-known/oauth-authorization-server", s.handleMetadata)
+	if opts.RevocationEndpoint {
+		mux.HandleFunc("/oauth2/revoke", s.handleRevoke)
+	}
 	mux.HandleFunc("/api/", s.handleAPI)
 
 	if opts.Listener != nil {
@@ -551,7 +562,7 @@ func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
 		scopes = append(scopes, sc)
 	}
 	slices.Sort(scopes)
-	writeJSON(w, http.StatusOK, map[string]any{
+	meta := map[string]any{
 		"issuer":                                s.URL,
 		"authorization_endpoint":                s.AuthURL(),
 		"token_endpoint":                        s.TokenURL(),
@@ -561,5 +572,9 @@ func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
 		"grant_types_supported":                 allGrants,
 		"token_endpoint_auth_methods_supported": authMethods,
 		"code_challenge_methods_supported":      []string{"S256"},
-	})
+	}
+	if s.opts.RevocationEndpoint {
+		meta["revocation_endpoint"] = s.RevocationURL()
+	}
+	writeJSON(w, http.StatusOK, meta)
 }
