@@ -275,7 +275,7 @@ func TestFleet_FencedAfterLeaseLost(t *testing.T) {
 	done := make(chan answer, 2)
 	go func() { done <- alice.get(a.url + "/api/v1/businesses/me") }()
 	eventually(t, "a's refresh at the endpoint", func() bool { return srv.TokenRequests(tasknationtest.GrantRefreshToken) == 1 })
-	keys, err := raw.Keys(context.Background(), "fleet:lock:*").Result()
+	keys, err := raw.Keys(context.Background(), "fleet:*:lock").Result()
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("lease keys = %v, %v; want a's one lease", keys, err)
 	}
