@@ -233,6 +233,7 @@ func (s *RedisStore) Get(ctx context.Context, key string) (*Token, error) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
+		s.reroute(err)
 		return nil, fmt.Errorf("tokenstore: redis get %s: %w", ref, err)
 	}
 	r, err := parse(b)
@@ -255,6 +256,7 @@ func (s *RedisStore) Set(ctx context.Context, key string, tok *Token) error {
 	}
 	k, ref := s.redisKey("tok", key)
 	if _, _, err := s.write(ctx, k, "set", 0, tok); err != nil {
+		s.reroute(err)
 		return fmt.Errorf("tokenstore: redis set %s: %w", ref, err)
 	}
 	return nil
@@ -274,6 +276,7 @@ func (s *RedisStore) CompareAndSet(ctx context.Context, key string, old uint64, 
 	res, waitErr, err := s.write(ctx, k, "cas", old, tok)
 	switch {
 	case err != nil:
+		s.reroute(err)
 		return fmt.Errorf("tokenstore: redis compare-and-set %s: %w", ref, err)
 	case waitErr != nil:
 		return fmt.Errorf("%w: redis compare-and-set %s: %w", ErrNotReplicated, ref, waitErr)
@@ -392,6 +395,7 @@ func ceilMilli(t time.Time) int64 {
 func (s *RedisStore) Delete(ctx context.Context, key string) error {
 	k, ref := s.redisKey("tok", key)
 	if err := s.c.Del(ctx, k).Err(); err != nil {
+		s.reroute(err)
 		return fmt.Errorf("tokenstore: redis delete %s: %w", ref, err)
 	}
 	return nil
@@ -419,6 +423,7 @@ func (s *RedisStore) Lock(ctx context.Context, key string) (unlock func(), err e
 	for wait := redisLockPollMin; ; wait = min(2*wait, redisLockPollMax) {
 		n, err := redisAcquire.Run(ctx, s.c, []string{k}, owner, ms).Int64()
 		if err != nil {
+			s.reroute(err)
 			// The SET may have landed before the error came back.
 			s.release(k, owner)
 			if ctx.Err() != nil {
@@ -474,6 +479,7 @@ func (s *RedisStore) renew(ctx context.Context, k, owner string, done chan<- str
 		rctx, cancel := context.WithTimeout(ctx, period)
 		n, err := redisRenew.Run(rctx, s.c, []string{k}, owner, ms).Int64()
 		cancel()
+		s.reroute(err)
 		if err == nil && n == 0 {
 			return // lost: someone else may hold it now
 		}
@@ -485,7 +491,18 @@ func (s *RedisStore) renew(ctx context.Context, k, owner string, done chan<- str
 func (s *RedisStore) release(k, owner string) {
 	ctx, cancel := context.WithTimeout(context.Background(), redisUnlockTimeout)
 	defer cancel()
-	_ = redisRelease.Run(ctx, s.c, []string{k}, owner).Err()
+	s.reroute(redisRelease.Run(ctx, s.c, []string{k}, owner).Err())
+}
+
+// reroute has a cluster client reload its slot map after a failed call:
+// after a failover it would otherwise send the slots of the dead primary
+// there until its periodic reload (a minute by default). Reloads are
+// coalesced by go-redis; other clients follow the primary by themselves
+// (a failover client through the sentinels).
+func (s *RedisStore) reroute(err error) {
+	if cc, ok := s.c.(*redis.ClusterClient); ok && err != nil && !errors.Is(err, redis.Nil) {
+		cc.ReloadState(context.Background())
+	}
 }
 
 var (

@@ -59,15 +59,37 @@ func redisName(ns, kind, key string) string {
 	return ns + ":{" + hex.EncodeToString(sum[:]) + "}:" + kind
 }
 
-// redisScan lists the keys matching pattern.
+// redisScan lists the keys matching pattern; on a cluster, those of every
+// primary.
 func redisScan(t testing.TB, c redis.UniversalClient, pattern string) []string {
 	t.Helper()
-	var keys []string
-	iter := c.Scan(context.Background(), 0, pattern, 100).Iterator()
-	for iter.Next(context.Background()) {
-		keys = append(keys, iter.Val())
+	ctx := context.Background()
+	scan := func(c redis.Cmdable) ([]string, error) {
+		var keys []string
+		iter := c.Scan(ctx, 0, pattern, 100).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		return keys, iter.Err()
 	}
-	if err := iter.Err(); err != nil {
+	cc, ok := c.(*redis.ClusterClient)
+	if !ok {
+		keys, err := scan(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	var mu sync.Mutex
+	var keys []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		k, err := scan(n)
+		mu.Lock()
+		defer mu.Unlock()
+		keys = append(keys, k...)
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	return keys
