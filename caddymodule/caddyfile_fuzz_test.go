@@ -12,7 +12,7 @@ import (
 // fuzzSecretDirectives are the subdirectives whose value is a secret:
 // FuzzCaddyfile writes one of them, first in the block, with a fuzzed
 // line of arguments.
-var fuzzSecretDirectives = [...]string{"client_secret", "redis_password", "encryption_key"}
+var fuzzSecretDirectives = [...]string{"client_secret", "redis_password", "encryption_key", "redis_sentinel_password"}
 
 // FuzzCaddyfile parses arbitrary oauth2_token blocks with
 // UnmarshalCaddyfile: it must not panic, a block that parses must hold
@@ -68,6 +68,8 @@ func FuzzCaddyfile(f *testing.F) {
 		{1, "r3d1s-PASSWORD extra-PASSWORD", "client_id app\nclient_secret x\nstore redis localhost:6379"},
 		{2, "bm90LWEta2V5LW5vdC1hLWtleS1ub3QtYS1rZXktbm8", "client_id app\nclient_secret x\nstore file /tmp/x"},
 		{2, "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk=", "client_id app\nclient_secret x\nstore file /tmp/x"},
+		{3, "s3nt1nel-PASSWORD", "client_id app\nclient_secret x\nstore redis\nredis_sentinel m 127.0.0.1:26379"},
+		{3, "s3nt1nel-PASSWORD", "client_id app\nclient_secret x\nstore redis 127.0.0.1:6379"},
 	} {
 		f.Add(s.which, s.secret, s.block)
 	}
@@ -90,7 +92,8 @@ func FuzzCaddyfile(f *testing.F) {
 			values = append(values, tok.Text)
 		}
 		if err == nil {
-			got := map[string]string{"client_secret": h.ClientSecret, "redis_password": h.RedisPassword, "encryption_key": h.EncryptionKey}[sub]
+			got := map[string]string{"client_secret": h.ClientSecret, "redis_password": h.RedisPassword, "encryption_key": h.EncryptionKey,
+				"redis_sentinel_password": h.RedisSentinelPassword}[sub]
 			if len(values) != 1 || got != values[0] {
 				t.Fatalf("parsed: %s is %q, the block gave it %q", sub, got, values)
 			}
