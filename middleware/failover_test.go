@@ -1,6 +1,7 @@
 package middleware_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -240,4 +241,68 @@ func summary(m map[string]int) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
+}
+
+// casCounter counts the compare-and-sets of a RedisStore.
+type casCounter struct {
+	*tokenstore.RedisStore
+	n atomic.Int32
+}
+
+func (c *casCounter) CompareAndSet(ctx context.Context, key string, old uint64, tok *tokenstore.Token) error {
+	c.n.Add(1)
+	return c.RedisStore.CompareAndSet(ctx, key, old, tok)
+}
+
+// TestUser_RotationNotReplicated: the store asks for more replicas than
+// acknowledge (two, on a server with none): every rotated set is stored
+// on the primary and reported as not replicated. The write is not tried
+// again (a second compare-and-set would meet the set itself), the new set
+// is served from memory, and the next refresh starts from it: no spent
+// refresh token is presented, not even inside the grace period.
+func TestUser_RotationNotReplicated(t *testing.T) {
+	rs := redistest.Start(t)
+	inner, err := tokenstore.NewRedisStore(rs.Client(t), tokenstore.RedisOptions{MinReplicas: 2, WaitTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &casCounter{RedisStore: inner}
+	f := newUserFixture(t, tasknationtest.Options{}, func(c *middleware.Config) { c.Store = store })
+	alice := f.browser(t, "alice")
+	alice.connect(f, "tn-alice")
+
+	for round := 1; round <= 2; round++ {
+		f.clock.Advance(time.Hour + time.Minute)
+		before := store.n.Load()
+		if a := alice.api(f); a.status != 200 || a.json["subject"] != "tn-alice" {
+			t.Fatalf("round %d: %d %s", round, a.status, a.body)
+		}
+		if n := store.n.Load() - before; n != 1 {
+			t.Errorf("round %d: %d compare-and-sets, want 1 (a write the primary holds is not tried again)", round, n)
+		}
+		// A new Gate on the store reads what the store holds.
+		live, _ := f.gate.UserToken(context.Background(), "alice")
+		g2, err := middleware.New(middleware.Config{
+			Grant: middleware.GrantAuthorizationCode, TokenURL: f.srv.TokenURL(), AuthURL: f.srv.AuthURL(),
+			RedirectURI: f.gw.URL + "/oauth2/callback", ClientID: tasknationtest.DefaultClientID,
+			ClientSecret: tasknationtest.DefaultClientSecret, Scopes: userScopes, Store: inner, Clock: f.clock,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := g2.UserToken(context.Background(), "alice")
+		g2.Close()
+		if err != nil || stored.RefreshToken != live.RefreshToken {
+			t.Fatalf("round %d: the store holds another set than the one served (%v)", round, err)
+		}
+	}
+	if n := f.logs.FilterMessageSnippet("held in memory only").Len(); n != 2 {
+		t.Errorf("%d writes reported as held in memory only, want 2", n)
+	}
+	if s, g := f.srv.StaleRefreshReuses(), f.srv.GraceRefreshReuses(); s != 0 || g != 0 {
+		t.Errorf("the fake saw rotated refresh tokens again: %d after the grace period, %d inside it", s, g)
+	}
+	if n := f.srv.TokenRequests(tasknationtest.GrantRefreshToken); n != 2 {
+		t.Errorf("refreshes = %d, want 2", n)
+	}
 }
