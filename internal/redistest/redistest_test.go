@@ -101,27 +101,35 @@ func TestStopRestart(t *testing.T) {
 	}
 }
 
-// TestStart_Missing runs Start with no redis-server on PATH: outside CI the
-// test is skipped, in CI it fails, and both say how to install it.
+// TestStart_Missing runs Start, StartSentinel and StartCluster with no
+// redis-server on PATH: outside CI the test is skipped, in CI it fails,
+// and both say how to install it.
 func TestStart_Missing(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	for _, tt := range []struct {
-		ci   string
-		want string // "skip" or "fatal"
-	}{
-		{"", "skip"},
-		{"true", "fatal"},
-	} {
-		t.Run("CI="+tt.ci, func(t *testing.T) {
-			t.Setenv("CI", tt.ci)
-			r := &recorder{TB: t}
-			var wg sync.WaitGroup
-			wg.Go(func() { redistest.Start(r) })
-			wg.Wait()
-			if r.how != tt.want || !strings.Contains(r.msg, "make redis-deps") {
-				t.Fatalf("Start ended with %s(%q), want %s mentioning make redis-deps", r.how, r.msg, tt.want)
-			}
-		})
+	starts := map[string]func(testing.TB){
+		"Start":         func(t testing.TB) { redistest.Start(t) },
+		"StartSentinel": func(t testing.TB) { redistest.StartSentinel(t) },
+		"StartCluster":  func(t testing.TB) { redistest.StartCluster(t) },
+	}
+	for name, start := range starts {
+		for _, tt := range []struct {
+			ci   string
+			want string // "skip" or "fatal"
+		}{
+			{"", "skip"},
+			{"true", "fatal"},
+		} {
+			t.Run(name+"/CI="+tt.ci, func(t *testing.T) {
+				t.Setenv("CI", tt.ci)
+				r := &recorder{TB: t}
+				var wg sync.WaitGroup
+				wg.Go(func() { start(r) })
+				wg.Wait()
+				if r.how != tt.want || !strings.Contains(r.msg, "make redis-deps") {
+					t.Fatalf("%s ended with %s(%q), want %s mentioning make redis-deps", name, r.how, r.msg, tt.want)
+				}
+			})
+		}
 	}
 }
 
