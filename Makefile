@@ -48,8 +48,10 @@ browser-deps:
 		fi; \
 	}
 
-# The Redis tests (internal/redistest) start their own redis-server on a
-# free loopback port and stop it after; they never use a system service.
+# The Redis tests (internal/redistest) start their own redis-servers on
+# free loopback ports (one server; a primary, a replica and three
+# sentinels, which are redis-server --sentinel; a six-node cluster) and
+# kill them after; they never use a system service.
 # Debian's package starts one on 6379 when installed: it is stopped and
 # disabled here so that nothing outlives the install. Not root and no
 # redis-server: those tests skip outside CI and fail in it.

@@ -99,7 +99,7 @@ func mustBeOpaque(t *testing.T, rs *redistest.Server) int {
 		if !strings.HasPrefix(k, redisNS+":") {
 			t.Errorf("Redis key %q is outside the namespace %s:", k, redisNS)
 		}
-		if strings.HasPrefix(k, redisNS+":tok:") {
+		if strings.HasPrefix(k, redisNS+":{") && strings.HasSuffix(k, "}:tok") {
 			sets++
 		}
 		for _, s := range []string{"alice", "bob", tasknationtest.DefaultClientID} {

@@ -40,7 +40,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    client_secret   <secret>
 //	    scopes          <scope...>
 //	    grant           client_credentials|authorization_code
-//	    store           memory|file <dir>|caddy|redis <host:port> [<db>]
+//	    store           memory|file <dir>|caddy|redis [<host:port> [<db>]]
 //	    encryption_key  <base64 32 bytes> [<older key>...]
 //	    request_timeout <duration>
 //	    max_replay_body <size>|off
@@ -48,10 +48,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    backoff         <min> <max>
 //
 //	    # store redis only
-//	    redis_password  <secret>
-//	    redis_username  <name>
-//	    redis_tls       on|off
-//	    redis_namespace <prefix>
+//	    redis_password          <secret>
+//	    redis_username          <name>
+//	    redis_tls               on|off
+//	    redis_namespace         <prefix>
+//	    redis_sentinel          <master> <host:port...>
+//	    redis_sentinel_password <secret>
+//	    redis_cluster           <host:port...>
+//	    redis_min_replicas      <n>|auto|off
+//	    redis_wait_timeout      <duration>
 //
 //	    # authorization_code only
 //	    user                  <placeholder>
@@ -75,22 +80,29 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 // client_id and client_secret are required; with authorization_code, user
 // and redirect_uri too. The db of store redis is a database number, 0 by
-// default. encryption_key's first key seals, the older keys only open
-// (a key rotation; older_encryption_keys in JSON). Each subdirective may appear once. Values are
+// default. store redis takes one server's address, or none with
+// redis_sentinel (a primary the sentinels name) or redis_cluster (some
+// nodes of a cluster). encryption_key's first key seals, the older keys
+// only open (a key rotation; older_encryption_keys in JSON). Each
+// subdirective may appear once. Values are
 // checked here as far as they can be without resolving placeholders, so
-// that `caddy adapt` reports mistakes.
+// that `caddy adapt` reports mistakes, at the line of the subdirective.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
 	seen := map[string]bool{}
+	// at is where each subdirective was, for the errors found after the
+	// block is read.
+	at := map[string]caddyfile.Dispenser{}
 	for d.NextBlock(0) {
 		sub := d.Val()
 		if seen[sub] {
 			return d.Errf("oauth2_token: duplicate subdirective %q", sub)
 		}
 		seen[sub] = true
+		at[sub] = *d
 		// one reads the single argument of sub. An extra argument is
 		// not quoted back: it may be part of a secret.
 		one := func(dst *string) error {
@@ -140,8 +152,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case args[0] == storeFile && len(args) == 2:
 				h.Store, h.StoreDir = args[0], args[1]
 			case args[0] == storeRedis && len(args) == 1:
-				return d.Errf("oauth2_token: store: redis needs an address: store redis <host:port> [<db>]")
+				h.Store = args[0] // the servers come with redis_sentinel or redis_cluster
 			case args[0] == storeRedis && len(args) <= 3:
+				if other := firstSeen(seen, "redis_sentinel", "redis_cluster"); other != "" {
+					return d.Errf("oauth2_token: store: redis with an address and %s: give one of store redis <host:port>, redis_sentinel and redis_cluster", other)
+				}
 				h.Store, h.RedisAddr = args[0], args[1]
 				if len(args) == 3 {
 					db, err := strconv.Atoi(args[2])
@@ -175,6 +190,52 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "redis_namespace":
 			err = one(&h.RedisNamespace)
+		case "redis_sentinel", "redis_cluster":
+			args := d.RemainingArgs()
+			if h.RedisAddr != "" {
+				return d.Errf("oauth2_token: %s: store redis has an address already: give one of store redis <host:port>, redis_sentinel and redis_cluster", sub)
+			}
+			if other := map[string]string{"redis_sentinel": "redis_cluster", "redis_cluster": "redis_sentinel"}[sub]; seen[other] {
+				return d.Errf("oauth2_token: %s: %s is given already: give one of them", sub, other)
+			}
+			if sub == "redis_sentinel" {
+				if len(args) < 2 {
+					return d.Errf("oauth2_token: redis_sentinel: want the master name and the sentinels: redis_sentinel <master> <host:port...>")
+				}
+				h.RedisSentinelMaster, args = args[0], args[1:]
+			} else if len(args) == 0 {
+				return d.Errf("oauth2_token: redis_cluster: want the addresses of some nodes: redis_cluster <host:port...>")
+			}
+			for _, a := range args {
+				if !hasPlaceholder(a) {
+					if err := checkRedisAddr(sub, a); err != nil {
+						return d.WrapErr(err)
+					}
+				}
+			}
+			if sub == "redis_sentinel" {
+				h.RedisSentinelAddrs = args
+			} else {
+				h.RedisClusterAddrs = args
+			}
+		case "redis_sentinel_password":
+			err = one(&h.RedisSentinelPassword)
+		case "redis_min_replicas":
+			var v string
+			if err = one(&v); err == nil {
+				switch n, perr := strconv.Atoi(v); {
+				case v == "auto":
+					h.RedisMinReplicas = 0
+				case v == "off":
+					h.RedisMinReplicas = -1
+				case perr != nil || n < 1:
+					return d.Errf("oauth2_token: redis_min_replicas: %q is not a number of replicas (1 or more), auto or off", v)
+				default:
+					h.RedisMinReplicas = n
+				}
+			}
+		case "redis_wait_timeout":
+			err = duration(&h.RedisWaitTimeout)
 		case "encryption_key":
 			keys := d.RemainingArgs()
 			if len(keys) == 0 {
@@ -315,14 +376,32 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		for _, sub := range redisSubdirectives {
 			if seen[sub] {
+				d := at[sub]
 				return d.Errf("oauth2_token: %s: only applies to store redis (the store is %s)", sub, store)
 			}
 		}
+	} else if h.RedisAddr == "" && h.RedisSentinelMaster == "" && h.RedisClusterAddrs == nil {
+		d := at["store"]
+		return d.Errf("oauth2_token: store: redis needs an address: store redis <host:port> [<db>], or redis_sentinel <master> <host:port...>, or redis_cluster <host:port...>")
+	}
+	if seen["redis_sentinel_password"] && !seen["redis_sentinel"] {
+		d := at["redis_sentinel_password"]
+		return d.Errf("oauth2_token: redis_sentinel_password: only applies with redis_sentinel")
 	}
 	if err := h.check(); err != nil {
 		return d.WrapErr(err)
 	}
 	return nil
+}
+
+// firstSeen is the first of subs that seen holds, or "".
+func firstSeen(seen map[string]bool, subs ...string) string {
+	for _, s := range subs {
+		if seen[s] {
+			return s
+		}
+	}
+	return ""
 }
 
 // check validates what can be validated before placeholders are resolved.

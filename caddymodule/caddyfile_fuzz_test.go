@@ -13,7 +13,7 @@ import (
 // fuzzSecretDirectives are the subdirectives whose value is a secret:
 // FuzzCaddyfile writes one of them, first in the block, with a fuzzed
 // line of arguments.
-var fuzzSecretDirectives = [...]string{"client_secret", "redis_password", "encryption_key"}
+var fuzzSecretDirectives = [...]string{"client_secret", "redis_password", "encryption_key", "redis_sentinel_password"}
 
 // FuzzCaddyfile parses arbitrary oauth2_token blocks with
 // UnmarshalCaddyfile: it must not panic, a block that parses must hold
@@ -72,6 +72,8 @@ func FuzzCaddyfile(f *testing.F) {
 		{2, "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk= {env.OLD_KEY}", "client_id app\nclient_secret x\nstore file /tmp/x"},
 		{2, "{env.NEW_KEY} bm90LWEta2V5LW5vdC1hLWtleS1ub3QtYS1rZXktbm8", "client_id app\nclient_secret x\nstore file /tmp/x"},
 		{2, "{env.K} {env.K}", "client_id app\nclient_secret x\nstore file /tmp/x"},
+		{3, "s3nt1nel-PASSWORD", "client_id app\nclient_secret x\nstore redis\nredis_sentinel m 127.0.0.1:26379"},
+		{3, "s3nt1nel-PASSWORD", "client_id app\nclient_secret x\nstore redis 127.0.0.1:6379"},
 	} {
 		f.Add(s.which, s.secret, s.block)
 	}
@@ -95,9 +97,10 @@ func FuzzCaddyfile(f *testing.F) {
 		}
 		if err == nil {
 			got := map[string][]string{
-				"client_secret":  {h.ClientSecret},
-				"redis_password": {h.RedisPassword},
-				"encryption_key": append([]string{h.EncryptionKey}, h.OlderEncryptionKeys...),
+				"client_secret":           {h.ClientSecret},
+				"redis_password":          {h.RedisPassword},
+				"encryption_key":          append([]string{h.EncryptionKey}, h.OlderEncryptionKeys...),
+				"redis_sentinel_password": {h.RedisSentinelPassword},
 			}[sub]
 			if !slices.Equal(got, values) {
 				t.Fatalf("parsed: %s is %q, the block gave it %q", sub, got, values)

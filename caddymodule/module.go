@@ -215,9 +215,10 @@ type Handler struct {
 	RedisUsername string `json:"redis_username,omitempty"`
 
 	// Connects to Redis over TLS, verified with the system's roots for
-	// the host of redis_addr. Without it the password and the tokens
-	// (unless encryption_key seals them) cross the network in clear: a
-	// warning at load says so when redis_addr is not loopback.
+	// the host of each address (redis_addr, the sentinels, the nodes the
+	// sentinels or the cluster name). Without it the password and the
+	// tokens (unless encryption_key seals them) cross the network in
+	// clear: a warning at load says so when an address is not loopback.
 	// Default: false
 	RedisTLS bool `json:"redis_tls,omitempty"`
 
@@ -225,6 +226,37 @@ type Handler struct {
 	// gateways, or other applications, can share one database.
 	// Default: tokengate
 	RedisNamespace string `json:"redis_namespace,omitempty"`
+
+	// The master name the sentinels of store redis monitor, for a Redis
+	// under Sentinel (with redis_sentinel_addrs, instead of redis_addr):
+	// the store follows the primary the sentinels name. Placeholders are
+	// resolved at load.
+	RedisSentinelMaster string `json:"redis_sentinel_master,omitempty"`
+
+	// The sentinels of store redis, host:port each, with
+	// redis_sentinel_master. Placeholders are resolved at load.
+	RedisSentinelAddrs []string `json:"redis_sentinel_addrs,omitempty"`
+
+	// The password of the sentinels (their requirepass), when they have
+	// one; redis_password is the data nodes'. Use a placeholder.
+	// Default: none
+	RedisSentinelPassword string `json:"redis_sentinel_password,omitempty"`
+
+	// Nodes of the Redis Cluster of store redis, host:port each, instead
+	// of redis_addr: a few are enough, the others are discovered. A
+	// cluster has database 0 only. Placeholders are resolved at load.
+	RedisClusterAddrs []string `json:"redis_cluster_addrs,omitempty"`
+
+	// How many replicas must acknowledge the write of a rotated refresh
+	// token (WAIT) before it counts as stored; a write fewer acknowledged
+	// is logged, and the new token set is kept in memory and written
+	// again at the next refresh. 0: one replica when the primary has any
+	// connected, none otherwise; -1: never wait. Default: 0
+	RedisMinReplicas int `json:"redis_min_replicas,omitempty"`
+
+	// How long the write of a rotated refresh token waits for
+	// redis_min_replicas. Default: 1s
+	RedisWaitTimeout caddy.Duration `json:"redis_wait_timeout,omitempty"`
 
 	// The key that seals access and refresh tokens (AES-256-GCM) in a
 	// durable store (file, caddy or redis): 32 bytes in base64, for
@@ -368,12 +400,18 @@ func (h *Handler) warn(spec storeSpec) {
 		h.logger.Warn("the token store is durable and has no encryption_key: tokens (refresh tokens with authorization_code) are kept in clear at rest",
 			zap.String("store", spec.kind))
 	}
-	if spec.kind == storeRedis && !spec.redis.tls && !loopback(spec.redis.addr) {
-		h.logger.Warn("redis_tls is off and redis_addr is not loopback: the Redis password, and the tokens unless encryption_key seals them, cross the network in clear",
-			zap.String("redis_addr", spec.redis.addr), zap.Bool("encryption_key", spec.keys != nil))
+	if spec.kind == storeRedis && !spec.redis.tls {
+		for _, a := range spec.redis.addrs() {
+			if !loopback(a) {
+				h.logger.Warn("redis_tls is off and a Redis address is not loopback: the Redis password, and the tokens unless encryption_key seals them, cross the network in clear",
+					zap.String("redis_addr", a), zap.Bool("encryption_key", spec.keys != nil))
+				break
+			}
+		}
 	}
 	secrets := []struct{ name, v string }{
 		{"client_secret", h.ClientSecret}, {"encryption_key", h.EncryptionKey}, {"redis_password", h.RedisPassword},
+		{"redis_sentinel_password", h.RedisSentinelPassword},
 	}
 	for _, k := range h.OlderEncryptionKeys {
 		secrets = append(secrets, struct{ name, v string }{"older_encryption_keys", k})
@@ -395,9 +433,9 @@ func (h *Handler) warn(spec storeSpec) {
 // openedStore is the durable store of a Gate, and what the pooled Gate
 // keeps of it.
 type openedStore struct {
-	store   tokenstore.Store // nil for memory: the Gate keeps its own memory store
-	storage *Storage         // store caddy: the adapter each new config points at its storage
-	redis   *redis.Client    // store redis: closed after the Gate
+	store   tokenstore.Store      // nil for memory: the Gate keeps its own memory store
+	storage *Storage              // store caddy: the adapter each new config points at its storage
+	redis   redis.UniversalClient // store redis: closed after the Gate
 }
 
 // close releases what openStore took, for a Gate that was not made.
@@ -425,8 +463,9 @@ func openStore(spec storeSpec, storage certmagic.Storage, logger *zap.Logger) (o
 		}
 		out.store = out.storage
 	case storeRedis:
-		out.redis = redis.NewClient(spec.redis.options())
-		if out.store, err = tokenstore.NewRedisStore(out.redis, tokenstore.RedisOptions{Namespace: spec.redis.namespace}); err != nil {
+		out.redis = spec.redis.client()
+		if out.store, err = tokenstore.NewRedisStore(out.redis, tokenstore.RedisOptions{Namespace: spec.redis.namespace,
+			MinReplicas: spec.redis.minReplicas, WaitTimeout: spec.redis.waitTimeout}); err != nil {
 			out.close()
 			return openedStore{}, fmt.Errorf("store: redis: %w", err)
 		}
@@ -590,7 +629,7 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 }
 
 // storeChoices are the arguments of the store subdirective, for errors.
-const storeChoices = "memory, file <dir>, caddy or redis <host:port> [<db>]"
+const storeChoices = "memory, file <dir>, caddy or redis [<host:port> [<db>]]"
 
 // userOnlySubdirectives are the subdirectives of the authorization_code
 // grant only.
@@ -737,10 +776,11 @@ func clientControlled(v string) string {
 
 // poolKey identifies a token source: every field that changes what the
 // Gate does (endpoints, client, secret, scopes, tuning, grant, connect
-// endpoints, where tokens are kept, with the Redis server, database,
-// credentials, TLS and namespace) takes part; the same values share one.
-// Secrets (the client secret, the encryption key, the Redis password)
-// enter only hashed.
+// endpoints, where tokens are kept, with the Redis server (or sentinels,
+// or cluster nodes), database, credentials, TLS, namespace and the wait
+// for replicas) takes part; the same values share one. Secrets (the
+// client secret, the encryption key, the Redis passwords) enter only
+// hashed.
 func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) string {
 	var where string
 	if storage != nil {
@@ -759,6 +799,8 @@ func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) str
 		spec.kind, spec.dir, where, string(bytes.Join(spec.keys, nil)),
 		spec.redis.addr, strconv.Itoa(spec.redis.db), spec.redis.username, spec.redis.password,
 		strconv.FormatBool(spec.redis.tls), spec.redis.namespace,
+		spec.redis.sentinelMaster, strings.Join(spec.redis.sentinelAddrs, " "), spec.redis.sentinelPassword,
+		strings.Join(spec.redis.clusterAddrs, " "), strconv.Itoa(spec.redis.minReplicas), spec.redis.waitTimeout.String(),
 	} {
 		fmt.Fprintf(h, "%d:%s\x00", len(v), v)
 	}
@@ -824,7 +866,7 @@ func (h *Handler) Cleanup() error {
 type pooledGate struct {
 	*middleware.Gate
 	storage *Storage
-	redis   *redis.Client
+	redis   redis.UniversalClient
 	events  *eventRelay // authorization_code only
 }
 

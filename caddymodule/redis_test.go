@@ -74,6 +74,18 @@ func TestUnmarshalCaddyfile_Redis(t *testing.T) {
 				RedisUsername: "gateway", RedisTLS: true, RedisNamespace: "eu-gw"},
 		},
 		{"tls off", "store redis 127.0.0.1:6379\n\tredis_tls off", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379"}},
+		{
+			"sentinel",
+			"store redis\n\tredis_sentinel tokengate 10.0.0.1:26379 10.0.0.2:26379 {env.SENTINEL3}\n\tredis_sentinel_password {env.SENTINEL_PASSWORD}",
+			Handler{Store: "redis", RedisSentinelMaster: "tokengate", RedisSentinelAddrs: []string{"10.0.0.1:26379", "10.0.0.2:26379", "{env.SENTINEL3}"},
+				RedisSentinelPassword: "{env.SENTINEL_PASSWORD}"},
+		},
+		{"sentinel before store", "redis_sentinel m 10.0.0.1:26379\n\tstore redis", Handler{Store: "redis", RedisSentinelMaster: "m", RedisSentinelAddrs: []string{"10.0.0.1:26379"}}},
+		{"cluster", "store redis\n\tredis_cluster 10.0.0.1:6379 10.0.0.2:6379", Handler{Store: "redis", RedisClusterAddrs: []string{"10.0.0.1:6379", "10.0.0.2:6379"}}},
+		{"min replicas", "store redis 127.0.0.1:6379\n\tredis_min_replicas 2\n\tredis_wait_timeout 250ms",
+			Handler{Store: "redis", RedisAddr: "127.0.0.1:6379", RedisMinReplicas: 2, RedisWaitTimeout: caddy.Duration(250 * time.Millisecond)}},
+		{"min replicas off", "store redis 127.0.0.1:6379\n\tredis_min_replicas off", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379", RedisMinReplicas: -1}},
+		{"min replicas auto", "store redis 127.0.0.1:6379\n\tredis_min_replicas auto", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,7 +106,7 @@ func TestUnmarshalCaddyfile_RedisErrors(t *testing.T) {
 	tests := []struct {
 		name, lines, want string
 	}{
-		{"no addr", "store redis", "store: redis needs an address"},
+		{"no addr", "store redis", "store: redis needs an address: store redis <host:port> [<db>], or redis_sentinel"},
 		{"db not a number", "store redis 127.0.0.1:6379 two", `redis database "two" is not a number 0 or more`},
 		{"negative db", "store redis 127.0.0.1:6379 -3", `redis database "-3"`},
 		{"too many arguments", "store redis 127.0.0.1:6379 1 2", "store: too many arguments"},
@@ -109,6 +121,21 @@ func TestUnmarshalCaddyfile_RedisErrors(t *testing.T) {
 		{"username with file store", "store file /var/lib/tg\n\tredis_username gw", "redis_username: only applies to store redis (the store is file)"},
 		{"namespace with a space", "store redis 127.0.0.1:6379\n\tredis_namespace \"a b\"", `redis_namespace: "a b" has a space`},
 		{"duplicate", "store redis 127.0.0.1:6379\n\tredis_tls on\n\tredis_tls off", `duplicate subdirective "redis_tls"`},
+		{"address and sentinel", "store redis 127.0.0.1:6379\n\tredis_sentinel m 127.0.0.1:26379", "redis_sentinel: store redis has an address already"},
+		{"sentinel and address", "redis_sentinel m 127.0.0.1:26379\n\tstore redis 127.0.0.1:6379", "store: redis with an address and redis_sentinel"},
+		{"address and cluster", "store redis 127.0.0.1:6379\n\tredis_cluster 127.0.0.1:7000", "redis_cluster: store redis has an address already"},
+		{"sentinel and cluster", "store redis\n\tredis_sentinel m 127.0.0.1:26379\n\tredis_cluster 127.0.0.1:7000", "redis_cluster: redis_sentinel is given already"},
+		{"cluster and sentinel", "store redis\n\tredis_cluster 127.0.0.1:7000\n\tredis_sentinel m 127.0.0.1:26379", "redis_sentinel: redis_cluster is given already"},
+		{"sentinel without sentinels", "store redis\n\tredis_sentinel m", "redis_sentinel: want the master name and the sentinels"},
+		{"cluster without nodes", "store redis\n\tredis_cluster", "redis_cluster: want the addresses of some nodes"},
+		{"sentinel address", "store redis\n\tredis_sentinel m sentinel.internal", `redis_sentinel: "sentinel.internal" is not host:port`},
+		{"cluster url", "store redis\n\tredis_cluster redis://:" + redisPassword + "@n1:6379", "redis_cluster: want host:port, not a URL"},
+		{"sentinel password without sentinel", "store redis 127.0.0.1:6379\n\tredis_sentinel_password " + redisPassword, "redis_sentinel_password: only applies with redis_sentinel"},
+		{"sentinel with caddy store", "store caddy\n\tredis_sentinel m 127.0.0.1:26379", "redis_sentinel: only applies to store redis (the store is caddy)"},
+		{"cluster with default store", "redis_cluster 127.0.0.1:7000", "redis_cluster: only applies to store redis (the store is memory)"},
+		{"min replicas 0", "store redis 127.0.0.1:6379\n\tredis_min_replicas 0", `redis_min_replicas: "0" is not a number of replicas (1 or more), auto or off`},
+		{"wait timeout", "store redis 127.0.0.1:6379\n\tredis_wait_timeout soon", `redis_wait_timeout: "soon" is not a positive duration`},
+		{"namespace with a brace", "store redis 127.0.0.1:6379\n\tredis_namespace a{b}", `redis_namespace: "a{b}" has a space, a brace`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,6 +179,24 @@ func TestProvision_RedisErrors(t *testing.T) {
 		{"addr with memory store", func(h *Handler) { h.Store, h.EncryptionKey = "memory", "" }, "redis_addr: only applies to store redis (the store is memory)"},
 		{"password with default store", func(h *Handler) { h.Store, h.RedisAddr = "", "" }, "redis_password: only applies to store redis (the store is caddy)"},
 		{"key with memory store", func(h *Handler) { h.Store, h.RedisAddr, h.RedisPassword = "memory", "", "" }, "encryption_key: only applies to a durable store (file, caddy or redis)"},
+		{"addr and sentinel", func(h *Handler) { h.RedisSentinelMaster, h.RedisSentinelAddrs = "m", []string{"127.0.0.1:26379"} }, "redis_sentinel: store redis has an address already"},
+		{"addr and cluster", func(h *Handler) { h.RedisClusterAddrs = []string{"127.0.0.1:7000"} }, "redis_cluster: store redis has an address already"},
+		{"sentinel and cluster", func(h *Handler) {
+			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs, h.RedisClusterAddrs = "", "m", []string{"127.0.0.1:26379"}, []string{"127.0.0.1:7000"}
+		}, "redis_cluster: store redis is under Sentinel already"},
+		{"sentinel without master", func(h *Handler) { h.RedisAddr, h.RedisSentinelAddrs = "", []string{"127.0.0.1:26379"} }, "redis_sentinel: needs the master name and the sentinels"},
+		{"sentinel without sentinels", func(h *Handler) { h.RedisAddr, h.RedisSentinelMaster = "", "m" }, "redis_sentinel: needs the master name and the sentinels"},
+		{"sentinel placeholder unset", func(h *Handler) {
+			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs = "", "m", []string{"{env.TG_TEST_UNSET_SENTINEL}"}
+		}, "redis_sentinel: placeholder {env.TG_TEST_UNSET_SENTINEL} is unset"},
+		{"sentinel password without sentinel", func(h *Handler) { h.RedisSentinelPassword = "{env.TG_TEST_REDIS_PASSWORD}" }, "redis_sentinel_password: only applies with redis_sentinel"},
+		{"cluster address", func(h *Handler) { h.RedisAddr, h.RedisClusterAddrs = "", []string{"n1"} }, `redis_cluster: "n1" is not host:port`},
+		{"cluster with a db", func(h *Handler) { h.RedisAddr, h.RedisClusterAddrs, h.RedisDB = "", []string{"127.0.0.1:7000"}, 1 }, "redis_db: a cluster has database 0 only"},
+		{"min replicas below -1", func(h *Handler) { h.RedisMinReplicas = -2 }, "redis_min_replicas: -2 is below -1"},
+		{"negative wait timeout", func(h *Handler) { h.RedisWaitTimeout = caddy.Duration(-time.Second) }, "redis_wait_timeout: -1s is not a duration of 1ms or more"},
+		{"cluster with caddy store", func(h *Handler) {
+			h.Store, h.RedisAddr, h.RedisPassword, h.RedisClusterAddrs = "caddy", "", "", []string{"127.0.0.1:7000"}
+		}, "redis_cluster_addrs: only applies to store redis (the store is caddy)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,7 +257,7 @@ func TestProvision_RedisLazyAndClosedWithGate(t *testing.T) {
 	if p.redis == nil {
 		t.Fatal("the pooled Gate of store redis holds no Redis client")
 	}
-	if got := p.redis.Options().Addr; got != addr {
+	if got := p.redis.(*redis.Client).Options().Addr; got != addr {
 		t.Fatalf("the client dials %s, want %s", got, addr)
 	}
 	if strings.Contains(a.poolKey, redisPassword) {
@@ -263,7 +308,7 @@ func TestOpenStore_Redis(t *testing.T) {
 			if _, sealed := st.store.(*tokenstore.Sealed); sealed != (tt.key != nil) {
 				t.Errorf("store %T, want sealed %v", st.store, tt.key != nil)
 			}
-			o := st.redis.Options()
+			o := st.redis.(*redis.Client).Options()
 			if o.Addr != tt.spec.addr || o.DB != tt.spec.db || o.Username != tt.spec.username || o.Password != tt.spec.password {
 				t.Errorf("client options addr %q db %d user %q, want %q %d %q (and the password)",
 					o.Addr, o.DB, o.Username, tt.spec.addr, tt.spec.db, tt.spec.username)
@@ -288,7 +333,7 @@ func TestOpenStore_Redis(t *testing.T) {
 func TestWarn_Redis(t *testing.T) {
 	srv := tasknationtest.NewServer(tasknationtest.Options{})
 	defer srv.Close()
-	const inClear = "redis_tls is off and redis_addr is not loopback"
+	const inClear = "redis_tls is off and a Redis address is not loopback"
 	const literal = "a secret is written in the config in clear"
 	tests := []struct {
 		name   string
@@ -303,6 +348,17 @@ func TestWarn_Redis(t *testing.T) {
 		{"remote with tls", func(h *Handler) { h.RedisAddr, h.RedisTLS = "cache.internal:6379", true }, nil},
 		{"literal password", func(h *Handler) { h.RedisPassword = redisPassword }, []string{literal}},
 		{"remote, literal password", func(h *Handler) { h.RedisAddr, h.RedisPassword = "cache.internal:6379", redisPassword }, []string{inClear, literal}},
+		{"loopback sentinels", func(h *Handler) {
+			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs = "", "m", []string{"127.0.0.1:26379", "[::1]:26380"}
+		}, nil},
+		{"a remote sentinel", func(h *Handler) {
+			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs = "", "m", []string{"127.0.0.1:26379", "10.0.0.2:26379"}
+		}, []string{inClear}},
+		{"remote cluster with tls", func(h *Handler) { h.RedisAddr, h.RedisClusterAddrs, h.RedisTLS = "", []string{"10.0.0.1:6379"}, true }, nil},
+		{"remote cluster", func(h *Handler) { h.RedisAddr, h.RedisClusterAddrs = "", []string{"10.0.0.1:6379"} }, []string{inClear}},
+		{"literal sentinel password", func(h *Handler) {
+			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs, h.RedisSentinelPassword = "", "m", []string{"127.0.0.1:26379"}, redisPassword
+		}, []string{literal}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -318,8 +374,8 @@ func TestWarn_Redis(t *testing.T) {
 			var got []string
 			for _, e := range logs.All() {
 				if strings.HasPrefix(e.Message, literal) {
-					if f := e.ContextMap()["field"]; f != "redis_password" {
-						t.Errorf("the literal-secret warning names field %v, want redis_password", f)
+					if f, _ := e.ContextMap()["field"].(string); !strings.HasSuffix(f, "password") {
+						t.Errorf("the literal-secret warning names field %v, want a password", f)
 					}
 				}
 				if strings.HasPrefix(e.Message, inClear) || strings.HasPrefix(e.Message, literal) {
@@ -371,6 +427,16 @@ func TestPoolKey_Redis(t *testing.T) {
 		"redis_namespace": func(h *Handler) { h.RedisNamespace = "other" },
 		"encryption_key":  func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_KEY2}" },
 		"store":           func(h *Handler) { h.Store, h.RedisAddr, h.RedisPassword = "caddy", "", "" },
+		"redis_sentinel": func(h *Handler) {
+			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs = "", "m", []string{"127.0.0.1:26379"}
+		},
+		"redis_cluster":      func(h *Handler) { h.RedisAddr, h.RedisClusterAddrs = "", []string{"127.0.0.1:6379"} },
+		"redis_min_replicas": func(h *Handler) { h.RedisMinReplicas = -1 },
+		"redis_wait_timeout": func(h *Handler) { h.RedisWaitTimeout = caddy.Duration(time.Minute) },
+		"redis_sentinel_password": func(h *Handler) {
+			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs = "", "m", []string{"127.0.0.1:26379"}
+			h.RedisSentinelPassword = "{env.TG_TEST_REDIS_PASSWORD2}"
+		},
 	}
 	for name, change := range changes {
 		h := *base
@@ -489,5 +555,86 @@ func TestRedisStore_SharedAcrossTokenSources(t *testing.T) {
 	}
 	if n := srv.TokenRequests(tasknationtest.GrantRefreshToken); n != 0 {
 		t.Errorf("refreshes = %d, want 0", n)
+	}
+}
+
+// openStore makes a failover client for redis_sentinel and a cluster
+// client for redis_cluster; TLS then verifies each server as the host it
+// dials (no fixed ServerName).
+func TestOpenStore_RedisSentinelAndCluster(t *testing.T) {
+	t.Run("sentinel", func(t *testing.T) {
+		st, err := openStore(storeSpec{kind: storeRedis, redis: redisSpec{sentinelMaster: "m", sentinelAddrs: []string{"127.0.0.1:26379"},
+			namespace: "tokengate", tls: true}}, nil, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.close()
+		c, ok := st.redis.(*redis.Client)
+		if !ok || c.Options().Addr != "FailoverClient" {
+			t.Fatalf("client %T, want a failover client", st.redis)
+		}
+		if tc := c.Options().TLSConfig; tc == nil || tc.ServerName != "" || tc.InsecureSkipVerify {
+			t.Fatalf("TLS config %+v, want one verifying each address's host", tc)
+		}
+	})
+	t.Run("cluster", func(t *testing.T) {
+		addrs := []string{"127.0.0.1:7000", "127.0.0.1:7001"}
+		st, err := openStore(storeSpec{kind: storeRedis, redis: redisSpec{clusterAddrs: addrs, namespace: "tokengate", tls: true}}, nil, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.close()
+		c, ok := st.redis.(*redis.ClusterClient)
+		if !ok || !reflect.DeepEqual(c.Options().Addrs, addrs) {
+			t.Fatalf("client %T, want a cluster client of %v", st.redis, addrs)
+		}
+		if tc := c.Options().TLSConfig; tc == nil || tc.ServerName != "" || tc.InsecureSkipVerify {
+			t.Fatalf("TLS config %+v, want one verifying each address's host", tc)
+		}
+	})
+}
+
+// Two token sources (two gateways) on a Redis under Sentinel and on a
+// cluster, configured as a Caddyfile gives them: alice connects through
+// one and is served by the other.
+func TestRedisStore_SentinelAndCluster(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		setup func(t *testing.T) func(h *Handler)
+	}{
+		{"sentinel", func(t *testing.T) func(h *Handler) {
+			s := redistest.StartSentinel(t)
+			return func(h *Handler) {
+				h.RedisSentinelMaster, h.RedisSentinelAddrs = redistest.MasterName, s.SentinelAddrs()
+			}
+		}},
+		{"cluster", func(t *testing.T) func(h *Handler) {
+			cl := redistest.StartCluster(t)
+			return func(h *Handler) { h.RedisClusterAddrs = cl.Addrs()[:2] }
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			where := tt.setup(t)
+			srv := tasknationtest.NewServer(tasknationtest.Options{})
+			defer srv.Close()
+			handler := func(timeout time.Duration) *Handler {
+				h := redisHandler(t, srv, "")
+				h.RedisPassword = "" // the test servers have none
+				h.RequestTimeout = caddy.Duration(timeout)
+				where(h)
+				_, cancel := provision(t, h)
+				t.Cleanup(func() { cancel(); h.Cleanup() })
+				return h
+			}
+			a, b := handler(10*time.Second), handler(9*time.Second)
+			if a.gate == b.gate {
+				t.Fatal("the test needs two token sources")
+			}
+			connectVia(t, a, srv, "alice", "tn-alice")
+			w, auth := serveUser(t, b, httptest.NewRequest(http.MethodGet, "/api/v1/leads", nil), "alice")
+			if !strings.HasPrefix(auth, "Bearer "+tasknationtest.AccessTokenPrefix) {
+				t.Fatalf("alice through the other token source: %d %s; want her token from Redis", w.Code, w.Body)
+			}
+		})
 	}
 }

@@ -48,7 +48,10 @@ func (c *offsetClock) AfterFunc(d time.Duration, f func()) middleware.Timer {
 }
 
 // crashChild is the child's main: a gateway with a sealed file store (or,
-// with CRASH_REDIS_ADDR, a sealed Redis store) in front of the fake's API. It prints its address and serves until killed.
+// with CRASH_REDIS_ADDR, CRASH_REDIS_CLUSTER (addresses) or
+// CRASH_REDIS_SENTINEL (the master name, then the sentinels' addresses),
+// a sealed Redis store) in front of the fake's API. It prints its address
+// and serves until killed.
 func crashChild() {
 	die := func(err error) { fmt.Fprintln(os.Stderr, "crash child:", err); os.Exit(2) }
 	fakeURL, dir := os.Getenv("CRASH_FAKE_URL"), os.Getenv("CRASH_STORE_DIR")
@@ -56,10 +59,19 @@ func crashChild() {
 	if err != nil {
 		die(err)
 	}
-	var inner tokenstore.Store
+	var rc redis.UniversalClient
 	if addr := os.Getenv("CRASH_REDIS_ADDR"); addr != "" {
+		rc = redis.NewClient(&redis.Options{Addr: addr})
+	} else if addrs := os.Getenv("CRASH_REDIS_CLUSTER"); addrs != "" {
+		rc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")})
+	} else if s := os.Getenv("CRASH_REDIS_SENTINEL"); s != "" {
+		f := strings.Split(s, ",")
+		rc = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: f[0], SentinelAddrs: f[1:]})
+	}
+	var inner tokenstore.Store
+	if rc != nil {
 		lease, _ := time.ParseDuration(os.Getenv("CRASH_LEASE_TTL"))
-		inner, err = tokenstore.NewRedisStore(redis.NewClient(&redis.Options{Addr: addr}), tokenstore.RedisOptions{Namespace: "fleet", LeaseTTL: lease})
+		inner, err = tokenstore.NewRedisStore(rc, tokenstore.RedisOptions{Namespace: "fleet", LeaseTTL: lease})
 	} else {
 		inner, err = tokenstore.NewFileStore(dir, tokenstore.FileOptions{})
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -25,6 +26,73 @@ import (
 // fleetKey seals the fleet tests' token sets.
 var fleetKey = []byte("fleet-test-key-0123456789abcdef!")
 
+// fleetRedis is the Redis a fleet test runs on: a standalone server, a
+// Sentinel setup or a cluster.
+type fleetRedis struct {
+	// client is one more gateway's client.
+	client func(t testing.TB) redis.UniversalClient
+	// env tells a crash child how to reach it.
+	env []string
+}
+
+func standaloneRedis(rs *redistest.Server) fleetRedis {
+	return fleetRedis{
+		client: func(t testing.TB) redis.UniversalClient { return rs.Client(t) },
+		env:    []string{"CRASH_REDIS_ADDR=" + rs.Addr()},
+	}
+}
+
+func clusterRedis(cl *redistest.Cluster) fleetRedis {
+	return fleetRedis{
+		client: func(t testing.TB) redis.UniversalClient { return cl.Client(t) },
+		env:    []string{"CRASH_REDIS_CLUSTER=" + strings.Join(cl.Addrs(), ",")},
+	}
+}
+
+func sentinelRedis(s *redistest.Sentinel) fleetRedis {
+	return fleetRedis{
+		client: func(t testing.TB) redis.UniversalClient { return s.Client(t) },
+		env:    []string{"CRASH_REDIS_SENTINEL=" + strings.Join(append([]string{redistest.MasterName}, s.SentinelAddrs()...), ",")},
+	}
+}
+
+// fleetBackends are the Redis setups the fleet tests run on.
+var fleetBackends = []struct {
+	name  string
+	start func(t *testing.T) fleetRedis
+}{
+	{"standalone", func(t *testing.T) fleetRedis { return standaloneRedis(redistest.Start(t)) }},
+	{"cluster", func(t *testing.T) fleetRedis { return clusterRedis(redistest.StartCluster(t)) }},
+}
+
+// redisKeys lists the keys matching pattern, on every primary of a
+// cluster.
+func redisKeys(t *testing.T, c redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	ctx := context.Background()
+	cc, ok := c.(*redis.ClusterClient)
+	if !ok {
+		keys, err := c.Keys(ctx, pattern).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	var mu sync.Mutex
+	var keys []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		k, err := n.Keys(ctx, pattern).Result()
+		mu.Lock()
+		defer mu.Unlock()
+		keys = append(keys, k...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
 // fleetGateway is one gateway of a fleet: its own Gate, HTTP server and
 // Redis client; the gateways share nothing but Redis (and the fake).
 type fleetGateway struct {
@@ -33,9 +101,16 @@ type fleetGateway struct {
 	logs *observer.ObservedLogs
 }
 
-func newFleetGateway(t *testing.T, rs *redistest.Server, srv *tasknationtest.Server, clk middleware.Clock) *fleetGateway {
+// newFleetGateway starts a gateway on its own client of r, with a sealed
+// store; mods may change its store options and Config.
+func newFleetGateway(t *testing.T, r fleetRedis, srv *tasknationtest.Server, clk middleware.Clock, mods ...func(*tokenstore.RedisOptions, *middleware.Config)) *fleetGateway {
 	t.Helper()
-	rstore, err := tokenstore.NewRedisStore(rs.Client(t), tokenstore.RedisOptions{Namespace: "fleet"})
+	opts := tokenstore.RedisOptions{Namespace: "fleet"}
+	var cfg middleware.Config
+	for _, mod := range mods {
+		mod(&opts, &cfg)
+	}
+	rstore, err := tokenstore.NewRedisStore(r.client(t), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,19 +123,13 @@ func newFleetGateway(t *testing.T, rs *redistest.Server, srv *tasknationtest.Ser
 	hs.Start()
 	t.Cleanup(hs.Close)
 	srv.AddRedirectURI(tasknationtest.DefaultClientID, hs.URL+"/oauth2/callback")
-	g, err := middleware.New(middleware.Config{
-		Grant:        middleware.GrantAuthorizationCode,
-		TokenURL:     srv.TokenURL(),
-		AuthURL:      srv.AuthURL(),
-		RedirectURI:  hs.URL + "/oauth2/callback",
-		ClientID:     tasknationtest.DefaultClientID,
-		ClientSecret: tasknationtest.DefaultClientSecret,
-		Scopes:       userScopes,
-		Subject:      basicUser,
-		Store:        store,
-		Clock:        clk,
-		Logger:       zap.New(core),
-	})
+	cfg.Grant = middleware.GrantAuthorizationCode
+	cfg.TokenURL, cfg.AuthURL = srv.TokenURL(), srv.AuthURL()
+	cfg.RedirectURI = hs.URL + "/oauth2/callback"
+	cfg.ClientID, cfg.ClientSecret = tasknationtest.DefaultClientID, tasknationtest.DefaultClientSecret
+	cfg.Scopes, cfg.Subject = userScopes, basicUser
+	cfg.Store, cfg.Clock, cfg.Logger = store, clk, zap.New(core)
+	g, err := middleware.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +144,12 @@ func newFleetGateway(t *testing.T, rs *redistest.Server, srv *tasknationtest.Ser
 // authorization server sees exactly one refresh, and every request is
 // served as that user.
 func TestFleet_ThreeGatewaysOneRefresh(t *testing.T) {
-	rs := redistest.Start(t)
+	for _, b := range fleetBackends {
+		t.Run(b.name, func(t *testing.T) { threeGatewaysOneRefresh(t, b.start(t)) })
+	}
+}
+
+func threeGatewaysOneRefresh(t *testing.T, rs fleetRedis) {
 	clk := newClock()
 	srv := tasknationtest.NewServer(tasknationtest.Options{Now: clk.Now})
 	defer srv.Close()
@@ -157,15 +231,19 @@ func TestFleet_ThreeGatewaysOneRefresh(t *testing.T) {
 // another gateway takes over once the lease expires, inside the grace
 // period, and the user stays connected.
 func TestFleet_LeaseHolderKilled(t *testing.T) {
-	rs := redistest.Start(t)
+	for _, b := range fleetBackends {
+		t.Run(b.name, func(t *testing.T) { leaseHolderKilled(t, b.start(t)) })
+	}
+}
+
+func leaseHolderKilled(t *testing.T, rs fleetRedis) {
 	srv := tasknationtest.NewServer(tasknationtest.Options{})
 	defer srv.Close()
-	env := []string{
+	env := append([]string{
 		"CRASH_FAKE_URL=" + srv.URL,
-		"CRASH_REDIS_ADDR=" + rs.Addr(),
 		"CRASH_LEASE_TTL=1s",
 		"CRASH_KEY=" + base64.StdEncoding.EncodeToString(fleetKey),
-	}
+	}, rs.env...)
 	holder, other := startChild(t, env), startChild(t, env)
 	for _, c := range []*child{holder, other} {
 		srv.AddRedirectURI(tasknationtest.DefaultClientID, c.url+"/oauth2/callback")
@@ -226,7 +304,7 @@ func TestFleet_RedisRestart(t *testing.T) {
 	clk := newClock()
 	srv := tasknationtest.NewServer(tasknationtest.Options{Now: clk.Now})
 	defer srv.Close()
-	gw := newFleetGateway(t, rs, srv, clk)
+	gw := newFleetGateway(t, standaloneRedis(rs), srv, clk)
 	f := &userFixture{srv: srv, base: gw.url, clock: clk}
 	alice, bob := f.browser(t, "alice"), f.browser(t, "bob")
 	alice.connect(f, "tn-alice")
@@ -258,8 +336,13 @@ func TestFleet_RedisRestart(t *testing.T) {
 // cannot overwrite the set another gateway stored meanwhile: the store's
 // version fences its write, and it adopts the stored set.
 func TestFleet_FencedAfterLeaseLost(t *testing.T) {
-	rs := redistest.Start(t)
-	raw := rs.Client(t)
+	for _, b := range fleetBackends {
+		t.Run(b.name, func(t *testing.T) { fencedAfterLeaseLost(t, b.start(t)) })
+	}
+}
+
+func fencedAfterLeaseLost(t *testing.T, rs fleetRedis) {
+	raw := rs.client(t)
 	clk := newClock()
 	srv := tasknationtest.NewServer(tasknationtest.Options{Now: clk.Now})
 	defer srv.Close()
@@ -275,9 +358,9 @@ func TestFleet_FencedAfterLeaseLost(t *testing.T) {
 	done := make(chan answer, 2)
 	go func() { done <- alice.get(a.url + "/api/v1/businesses/me") }()
 	eventually(t, "a's refresh at the endpoint", func() bool { return srv.TokenRequests(tasknationtest.GrantRefreshToken) == 1 })
-	keys, err := raw.Keys(context.Background(), "fleet:lock:*").Result()
-	if err != nil || len(keys) != 1 {
-		t.Fatalf("lease keys = %v, %v; want a's one lease", keys, err)
+	keys := redisKeys(t, raw, "fleet:*:lock")
+	if len(keys) != 1 {
+		t.Fatalf("lease keys = %v; want a's one lease", keys)
 	}
 	raw.Del(context.Background(), keys...)
 	// b takes the lease at once and refreshes too (same refresh token,

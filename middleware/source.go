@@ -321,7 +321,9 @@ func (g *Gate) writeFenced(store tokenstore.Store, key string, old uint64, tok *
 		} else {
 			err = store.Set(ctx, key, tok)
 		}
-		if err == nil || errors.Is(err, tokenstore.ErrConflict) {
+		// A write the primary holds but no replica acknowledged is not
+		// tried again: a compare-and-set would now meet the set itself.
+		if err == nil || errors.Is(err, tokenstore.ErrConflict) || errors.Is(err, tokenstore.ErrNotReplicated) {
 			return err
 		}
 	}

@@ -19,12 +19,15 @@ import (
 // A RedisStore keeps two keys per caller key in Redis, both named from the
 // hex SHA-256 of the caller's key so that nothing readable lands in Redis:
 //
-//	<ns>:tok:<hex sha256(key)>    HASH: the token set
+//	<ns>:{<hex sha256(key)>}:tok    HASH: the token set
 //	    v  Token.Version in decimal (what CompareAndSet compares)
 //	    d  Token.MarshalBinary
 //	    u  until when something in the set is usable, Unix ms rounded up,
 //	       or "-" for no limit (a refresh token of unknown lifetime)
-//	<ns>:lock:<hex sha256(key)>   STRING: the random owner of the refresh lease
+//	<ns>:{<hex sha256(key)>}:lock   STRING: the random owner of the refresh lease
+//
+// The hash in braces is a Redis Cluster hash tag: a key's set and lease
+// live in one hash slot, on one node, and fail over together.
 //
 // The set's key expires a minute after the last moment anything in it is
 // usable: the refresh token's expiry, the access token's when there is no
@@ -45,14 +48,19 @@ const (
 	redisUnlockTimeout = 2 * time.Second
 	redisNoLimit       = "-"
 	redisDefaultNS     = "tokengate"
+	// redisDefaultWaitTimeout bounds the wait for replicas to acknowledge a
+	// write: a replica on the same network acknowledges in a millisecond.
+	redisDefaultWaitTimeout = time.Second
 )
 
 // redisWrite replaces the set in KEYS[1], unconditionally (ARGV[1] "set")
 // or only if its version is still ARGV[2] (ARGV[1] "cas"; "0" also matches
 // no set, or a set of which nothing is usable at ARGV[3], Unix ms).
-// ARGV[4..6] are the new v, d and u, ARGV[7] the TTL in ms. It returns {1}
-// when it wrote, else {0, stored version or "", usable "1"/"0"}. Versions
-// are compared as strings: Lua numbers are doubles and lose uint64s.
+// ARGV[4..6] are the new v, d and u, ARGV[7] the TTL in ms. It returns {1,
+// connected replicas} when it wrote (the replicas counted only when ARGV[8]
+// is "1", else 0), else {0, stored version or "", usable "1"/"0"}.
+// Versions are compared as strings: Lua numbers are doubles and lose
+// uint64s.
 var redisWrite = redis.NewScript(`
 if ARGV[1] == 'cas' then
   local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
@@ -66,7 +74,11 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[4], 'd', ARGV[5], 'u', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
-return {1}
+local replicas = 0
+if ARGV[8] == '1' then
+  replicas = tonumber(string.match(redis.call('INFO', 'replication'), 'connected_slaves:(%d+)')) or 0
+end
+return {1, replicas}
 `)
 
 // redisDeleteIfSame deletes the set in KEYS[1] if its record is still
@@ -120,14 +132,27 @@ type RedisOptions struct {
 	// without unlocking blocks the key for at most LeaseTTL. At least
 	// 30ms. Default: 15s
 	LeaseTTL time.Duration
+	// MinReplicas is how many replicas must acknowledge a compare-and-set
+	// (the write of a rotated refresh token, whose predecessor is spent)
+	// before it counts as stored: the store sends WAIT on the connection
+	// that wrote, to the primary that owns the key. A write fewer replicas
+	// acknowledged within WaitTimeout is an error wrapping
+	// ErrNotReplicated (it is on the primary, but a failover may lose it).
+	// 0 waits for one replica when the primary reports any connected, and
+	// for none when it has no replica (a standalone Redis); -1 never
+	// waits. Default: 0
+	MinReplicas int
+	// WaitTimeout bounds the wait for MinReplicas. Default: 1s
+	WaitTimeout time.Duration
 	// Now is the clock used to check expiry on read and to compute TTLs.
 	// Default: time.Now
 	Now func() time.Time
 }
 
 // RedisStore is a durable Store and Locker shared by every process using
-// the same Redis (a standalone server, a Sentinel-managed one or a
-// cluster: every command and script touches one key).
+// the same Redis: a standalone server, a Sentinel-managed primary
+// (redis.NewFailoverClient) or a cluster (redis.NewClusterClient); every
+// command and script touches the keys of one hash slot.
 //
 // Key names carry only the namespace and a hash of the caller's key (see
 // above), but the token sets are stored as Token.MarshalBinary: wrap the
@@ -135,15 +160,18 @@ type RedisOptions struct {
 //
 // Lock is a lease: SET NX PX with a random owner, renewed while held and
 // released only by its owner. A holder cut off from Redis for longer than
-// LeaseTTL loses the lease while it may still be refreshing; CompareAndSet
-// keeps such a holder from overwriting the set the next holder stored.
+// LeaseTTL, or whose lease a failover lost (the lease is not waited for),
+// loses it while it may still be refreshing; CompareAndSet keeps such a
+// holder from overwriting the set the next holder stored.
 //
 // A RedisStore is safe for concurrent use. It does not own the client.
 type RedisStore struct {
-	c     redis.UniversalClient
-	ns    string
-	lease time.Duration
-	now   func() time.Time
+	c           redis.UniversalClient
+	ns          string
+	lease       time.Duration
+	minReplicas int
+	waitTimeout time.Duration
+	now         func() time.Time
 }
 
 // NewRedisStore returns a store over c. It does not contact Redis; the
@@ -155,6 +183,19 @@ func NewRedisStore(c redis.UniversalClient, opts RedisOptions) (*RedisStore, err
 	if opts.Namespace == "" {
 		opts.Namespace = redisDefaultNS
 	}
+	if strings.ContainsAny(opts.Namespace, "{}") {
+		// A brace would move the hash tag off the key's hash.
+		return nil, errors.New("tokenstore: redis store: the namespace must not contain { or }")
+	}
+	if opts.MinReplicas < -1 {
+		return nil, fmt.Errorf("tokenstore: redis store: min replicas %d is below -1", opts.MinReplicas)
+	}
+	if opts.WaitTimeout == 0 {
+		opts.WaitTimeout = redisDefaultWaitTimeout
+	}
+	if opts.WaitTimeout < time.Millisecond {
+		return nil, fmt.Errorf("tokenstore: redis store: wait timeout %v is below 1ms", opts.WaitTimeout)
+	}
 	if opts.LeaseTTL == 0 {
 		opts.LeaseTTL = redisDefaultLeaseTTL
 	}
@@ -164,21 +205,22 @@ func NewRedisStore(c redis.UniversalClient, opts RedisOptions) (*RedisStore, err
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &RedisStore{c: c, ns: opts.Namespace, lease: opts.LeaseTTL, now: opts.Now}, nil
+	return &RedisStore{c: c, ns: opts.Namespace, lease: opts.LeaseTTL,
+		minReplicas: opts.MinReplicas, waitTimeout: opts.WaitTimeout, now: opts.Now}, nil
 }
 
-// redisKey returns "<ns>:<kind>:<hex sha256(key)>" and, for errors, a
+// redisKey returns "<ns>:{<hex sha256(key)>}:<kind>" and, for errors, a
 // short reference to it (the start of the hash: never the key's text).
 func (s *RedisStore) redisKey(kind, key string) (name, ref string) {
 	sum := sha256.Sum256([]byte(key))
-	b := make([]byte, 0, len(s.ns)+len(kind)+2+hex.EncodedLen(len(sum)))
+	b := make([]byte, 0, len(s.ns)+len(kind)+4+hex.EncodedLen(len(sum)))
 	b = append(b, s.ns...)
-	b = append(b, ':')
-	b = append(b, kind...)
-	b = append(b, ':')
+	b = append(b, ':', '{')
 	b = hex.AppendEncode(b, sum[:])
+	b = append(b, '}', ':')
+	b = append(b, kind...)
 	name = bytesString(b)
-	return name, name[len(name)-hex.EncodedLen(len(sum)):][:12]
+	return name, name[len(s.ns)+2:][:12]
 }
 
 // Get returns the token set stored under key, or ErrNotFound when there is
@@ -191,6 +233,7 @@ func (s *RedisStore) Get(ctx context.Context, key string) (*Token, error) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
+		s.reroute(err)
 		return nil, fmt.Errorf("tokenstore: redis get %s: %w", ref, err)
 	}
 	r, err := parse(b)
@@ -212,7 +255,8 @@ func (s *RedisStore) Set(ctx context.Context, key string, tok *Token) error {
 		return errors.New("tokenstore: redis set: nil token")
 	}
 	k, ref := s.redisKey("tok", key)
-	if _, err := s.write(ctx, k, "set", 0, tok); err != nil {
+	if _, _, err := s.write(ctx, k, "set", 0, tok); err != nil {
+		s.reroute(err)
 		return fmt.Errorf("tokenstore: redis set %s: %w", ref, err)
 	}
 	return nil
@@ -221,15 +265,21 @@ func (s *RedisStore) Set(ctx context.Context, key string, tok *Token) error {
 // CompareAndSet stores tok under key if the set stored there has Version
 // old, or, when old is 0, if no set is stored or nothing in it is usable;
 // else it returns an error wrapping ErrConflict. Compare and write are one
-// script, atomic in Redis.
+// script, atomic in Redis. A write stored on the primary but acknowledged
+// by fewer replicas than RedisOptions.MinReplicas asks is an error
+// wrapping ErrNotReplicated.
 func (s *RedisStore) CompareAndSet(ctx context.Context, key string, old uint64, tok *Token) error {
 	if tok == nil {
 		return errors.New("tokenstore: redis compare-and-set: nil token")
 	}
 	k, ref := s.redisKey("tok", key)
-	res, err := s.write(ctx, k, "cas", old, tok)
-	if err != nil {
+	res, waitErr, err := s.write(ctx, k, "cas", old, tok)
+	switch {
+	case err != nil:
+		s.reroute(err)
 		return fmt.Errorf("tokenstore: redis compare-and-set %s: %w", ref, err)
+	case waitErr != nil:
+		return fmt.Errorf("%w: redis compare-and-set %s: %w", ErrNotReplicated, ref, waitErr)
 	}
 	if len(res) == 3 && res[0] == int64(0) {
 		stored, _ := res[1].(string)
@@ -241,14 +291,16 @@ func (s *RedisStore) CompareAndSet(ctx context.Context, key string, old uint64, 
 			return fmt.Errorf("%w: redis compare-and-set %s: version %s is stored, want %d", ErrConflict, ref, stored, old)
 		}
 	}
-	if len(res) != 1 || res[0] != int64(1) {
+	if len(res) == 0 || res[0] != int64(1) {
 		return fmt.Errorf("tokenstore: redis compare-and-set %s: unexpected script reply", ref)
 	}
 	return nil
 }
 
-// write runs redisWrite for tok in mode "set" or "cas".
-func (s *RedisStore) write(ctx context.Context, k, mode string, old uint64, tok *Token) ([]any, error) {
+// write runs redisWrite for tok in mode "set" or "cas". A compare-and-set
+// that wrote is then waited for (see RedisOptions.MinReplicas) on the
+// same connection: WAIT counts the writes of its own connection.
+func (s *RedisStore) write(ctx context.Context, k, mode string, old uint64, tok *Token) (res []any, waitErr, err error) {
 	now := s.now()
 	until, limited := usableUntil(tok)
 	u, horizon := redisNoLimit, now.Add(redisUnknownRefresh)
@@ -259,7 +311,12 @@ func (s *RedisStore) write(ctx context.Context, k, mode string, old uint64, tok 
 		horizon = tok.Expiry
 	}
 	ttl := max(horizon.Sub(now), 0) + redisTTLMargin
-	return redisWrite.Run(ctx, s.c, []string{k},
+	wait := mode == "cas" && s.minReplicas >= 0
+	count := "0" // whether the script counts the connected replicas
+	if wait && s.minReplicas == 0 {
+		count = "1"
+	}
+	args := []any{
 		mode,
 		strconv.FormatUint(old, 10),
 		strconv.FormatInt(now.UnixMilli(), 10),
@@ -267,7 +324,42 @@ func (s *RedisStore) write(ctx context.Context, k, mode string, old uint64, tok 
 		tok.appendBinary(nil),
 		u,
 		strconv.FormatInt(int64((ttl+time.Millisecond-1)/time.Millisecond), 10),
-	).Slice()
+		count,
+	}
+	if !wait {
+		res, err = redisWrite.Run(ctx, s.c, []string{k}, args...).Slice()
+		return res, nil, err
+	}
+	// Watch runs fn on one connection to the primary that owns k (a
+	// cluster client follows the slot); the key is watched but no
+	// transaction is run, so the WATCH has no effect of its own.
+	err = s.c.Watch(ctx, func(tx *redis.Tx) error {
+		var err error
+		if res, err = redisWrite.Run(ctx, tx, []string{k}, args...).Slice(); err != nil {
+			return err
+		}
+		if len(res) != 2 || res[0] != int64(1) {
+			return nil // not written: nothing to wait for
+		}
+		need := s.minReplicas
+		if need == 0 {
+			if n, _ := res[1].(int64); n == 0 {
+				return nil // no replica to wait for
+			}
+			need = 1
+		}
+		// An error here leaves the write's fate on the replicas unknown:
+		// it counts as not acknowledged.
+		acked, err := tx.Wait(ctx, need, s.waitTimeout).Result()
+		switch {
+		case err != nil:
+			waitErr = fmt.Errorf("WAIT: %w", err)
+		case acked < int64(need):
+			waitErr = fmt.Errorf("%d of %d replicas acknowledged within %v", acked, need, s.waitTimeout)
+		}
+		return nil
+	}, k)
+	return res, waitErr, err
 }
 
 // usableUntil is the last moment anything in tok is usable, as the stores
@@ -303,6 +395,7 @@ func ceilMilli(t time.Time) int64 {
 func (s *RedisStore) Delete(ctx context.Context, key string) error {
 	k, ref := s.redisKey("tok", key)
 	if err := s.c.Del(ctx, k).Err(); err != nil {
+		s.reroute(err)
 		return fmt.Errorf("tokenstore: redis delete %s: %w", ref, err)
 	}
 	return nil
@@ -330,6 +423,7 @@ func (s *RedisStore) Lock(ctx context.Context, key string) (unlock func(), err e
 	for wait := redisLockPollMin; ; wait = min(2*wait, redisLockPollMax) {
 		n, err := redisAcquire.Run(ctx, s.c, []string{k}, owner, ms).Int64()
 		if err != nil {
+			s.reroute(err)
 			// The SET may have landed before the error came back.
 			s.release(k, owner)
 			if ctx.Err() != nil {
@@ -385,6 +479,7 @@ func (s *RedisStore) renew(ctx context.Context, k, owner string, done chan<- str
 		rctx, cancel := context.WithTimeout(ctx, period)
 		n, err := redisRenew.Run(rctx, s.c, []string{k}, owner, ms).Int64()
 		cancel()
+		s.reroute(err)
 		if err == nil && n == 0 {
 			return // lost: someone else may hold it now
 		}
@@ -396,7 +491,18 @@ func (s *RedisStore) renew(ctx context.Context, k, owner string, done chan<- str
 func (s *RedisStore) release(k, owner string) {
 	ctx, cancel := context.WithTimeout(context.Background(), redisUnlockTimeout)
 	defer cancel()
-	_ = redisRelease.Run(ctx, s.c, []string{k}, owner).Err()
+	s.reroute(redisRelease.Run(ctx, s.c, []string{k}, owner).Err())
+}
+
+// reroute has a cluster client reload its slot map after a failed call:
+// after a failover it would otherwise send the slots of the dead primary
+// there until its periodic reload (a minute by default). Reloads are
+// coalesced by go-redis; other clients follow the primary by themselves
+// (a failover client through the sentinels).
+func (s *RedisStore) reroute(err error) {
+	if cc, ok := s.c.(*redis.ClusterClient); ok && err != nil && !errors.Is(err, redis.Nil) {
+		cc.ReloadState(context.Background())
+	}
 }
 
 var (

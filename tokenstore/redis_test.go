@@ -56,18 +56,40 @@ func newRedisStore(t testing.TB, c redis.UniversalClient, opts tokenstore.RedisO
 // naming scheme, which the tests check instead of trusting.
 func redisName(ns, kind, key string) string {
 	sum := sha256.Sum256([]byte(key))
-	return ns + ":" + kind + ":" + hex.EncodeToString(sum[:])
+	return ns + ":{" + hex.EncodeToString(sum[:]) + "}:" + kind
 }
 
-// redisScan lists the keys matching pattern.
+// redisScan lists the keys matching pattern; on a cluster, those of every
+// primary.
 func redisScan(t testing.TB, c redis.UniversalClient, pattern string) []string {
 	t.Helper()
-	var keys []string
-	iter := c.Scan(context.Background(), 0, pattern, 100).Iterator()
-	for iter.Next(context.Background()) {
-		keys = append(keys, iter.Val())
+	ctx := context.Background()
+	scan := func(c redis.Cmdable) ([]string, error) {
+		var keys []string
+		iter := c.Scan(ctx, 0, pattern, 100).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		return keys, iter.Err()
 	}
-	if err := iter.Err(); err != nil {
+	cc, ok := c.(*redis.ClusterClient)
+	if !ok {
+		keys, err := scan(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	var mu sync.Mutex
+	var keys []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		k, err := scan(n)
+		mu.Lock()
+		defer mu.Unlock()
+		keys = append(keys, k...)
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	return keys
@@ -108,7 +130,7 @@ func TestRedisStore_Contract(t *testing.T) {
 		rc := srv.Client(t)
 		ns := nextNS()
 		s := newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: c.Now})
-		return s, func() int { return len(redisScan(t, rc, ns+":tok:*")) }
+		return s, func() int { return len(redisScan(t, rc, ns+":*:tok")) }
 	})
 }
 
@@ -141,6 +163,9 @@ func TestNewRedisStore_Errors(t *testing.T) {
 		{"nil client", nil, tokenstore.RedisOptions{}, "nil client"},
 		{"lease too short", rc, tokenstore.RedisOptions{LeaseTTL: 10 * time.Millisecond}, "lease TTL 10ms is below 30ms"},
 		{"negative lease", rc, tokenstore.RedisOptions{LeaseTTL: -time.Second}, "lease TTL -1s"},
+		{"brace in the namespace", rc, tokenstore.RedisOptions{Namespace: "a{b}"}, "must not contain { or }"},
+		{"min replicas below -1", rc, tokenstore.RedisOptions{MinReplicas: -2}, "min replicas -2 is below -1"},
+		{"wait timeout too short", rc, tokenstore.RedisOptions{WaitTimeout: time.Microsecond}, "wait timeout 1µs is below 1ms"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,7 +212,7 @@ func TestRedisStore_NamesHideKeys(t *testing.T) {
 				want[redisName(tt.wantNS, "tok", k)] = true
 				want[redisName(tt.wantNS, "lock", k)] = true
 			}
-			shape := regexp.MustCompile(`^` + regexp.QuoteMeta(tt.wantNS) + `:(tok|lock):[0-9a-f]{64}$`)
+			shape := regexp.MustCompile(`^` + regexp.QuoteMeta(tt.wantNS) + `:\{[0-9a-f]{64}\}:(tok|lock)$`)
 			got := redisScan(t, rc, "*")
 			for _, name := range got {
 				if !shape.MatchString(name) || !want[name] {
@@ -206,7 +231,7 @@ func TestRedisStore_NamesHideKeys(t *testing.T) {
 			for _, unlock := range unlocks {
 				unlock()
 			}
-			if left := redisScan(t, rc, "*:lock:*"); len(left) != 0 {
+			if left := redisScan(t, rc, "*:lock"); len(left) != 0 {
 				t.Errorf("leases left after unlock: %v", left)
 			}
 		})

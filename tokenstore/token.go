@@ -117,6 +117,12 @@ type Store interface {
 // ErrConflict is returned by CompareAndSet when the stored set is not the one the caller expected.
 var ErrConflict = errors.New("tokenstore: the stored token set changed")
 
+// ErrNotReplicated is returned by a write that the primary stored but
+// fewer replicas than asked acknowledged in time (RedisOptions.MinReplicas):
+// a failover may still lose it. The write is not to be retried as if it
+// had failed: a compare-and-set of it again would meet the set itself.
+var ErrNotReplicated = errors.New("tokenstore: the write was not acknowledged by enough replicas")
+
 // CASStore is implemented by stores that can replace a set only if it is still the expected version (RedisStore, and Sealed over one).
 //
 // It fences a writer that lost its lock while refreshing (a lease that

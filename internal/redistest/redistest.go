@@ -1,10 +1,13 @@
 // Package redistest runs a real redis-server for tests, like net/http/httptest
 // runs an HTTP server: on a free loopback port, with no persistence, stopped
-// when the test ends.
+// when the test ends. StartSentinel runs a primary, a replica and three
+// sentinels, StartCluster a cluster of three primaries with a replica
+// each: the production setups, to be failed over by killing a primary.
 //
-// The server is Debian's redis-server from PATH (make redis-deps installs
-// it). When it is missing, Start skips the test, or fails it when the CI
-// environment variable is set: CI must not pass by skipping.
+// The servers are Debian's redis-server from PATH (make redis-deps
+// installs it; a sentinel is redis-server --sentinel). When it is missing,
+// the Start functions skip the test, or fail it when the CI environment
+// variable is set: CI must not pass by skipping.
 package redistest
 
 import (
@@ -16,6 +19,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +44,14 @@ type Server struct {
 	dir     string
 	port    int
 	persist bool // append-only file, fsynced on every write
+	// sentinel is the config file of a sentinel ("": a data node), made
+	// from sentinelCfg; cluster makes a cluster node, its bus on busPort;
+	// extra are more arguments (a replica's --replicaof).
+	sentinel    string
+	sentinelCfg string
+	cluster     bool
+	busPort     int
+	extra       []string
 
 	mu   sync.Mutex
 	proc *process // nil while stopped
@@ -69,6 +81,14 @@ func StartPersistent(t testing.TB) *Server {
 
 func start(t testing.TB, persist bool) *Server {
 	t.Helper()
+	s := &Server{bin: lookPath(t), dir: t.TempDir(), persist: persist}
+	launch(t, s)
+	return s
+}
+
+// lookPath finds redis-server, or skips (fails, in CI) the test.
+func lookPath(t testing.TB) string {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -76,7 +96,13 @@ func start(t testing.TB, persist bool) *Server {
 		}
 		t.Skip("redis-server not installed: make redis-deps")
 	}
-	s := &Server{bin: bin, dir: t.TempDir(), persist: persist}
+	return bin
+}
+
+// launch starts s on a free port (and a free bus port, for a cluster
+// node), stopped when the test ends.
+func launch(t testing.TB, s *Server) {
+	t.Helper()
 	var errs []error
 	for range portTries {
 		port, err := freePort()
@@ -84,15 +110,26 @@ func start(t testing.TB, persist bool) *Server {
 			t.Fatalf("redistest: %v", err)
 		}
 		s.port = port
+		if s.cluster {
+			if s.busPort, err = freePort(); err != nil {
+				t.Fatalf("redistest: %v", err)
+			}
+		}
+		if s.sentinel != "" {
+			// A sentinel rewrites its file: each try starts from the
+			// config it was made with.
+			if err := os.WriteFile(s.sentinel, []byte(s.sentinelCfg), 0o600); err != nil {
+				t.Fatalf("redistest: %v", err)
+			}
+		}
 		if err := s.start(); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		t.Cleanup(s.Stop)
-		return s
+		return
 	}
 	t.Fatalf("redistest: redis-server did not start: %v", errors.Join(errs...))
-	return nil
 }
 
 // Addr is the server's host:port.
@@ -108,18 +145,26 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	return c
 }
 
-// Stop kills the server and waits for it to exit. Stopping a stopped
-// server does nothing. Its data is gone, unless it was started with
-// StartPersistent.
+// Stop kills the server (SIGKILL, as a crash: the server and any child it
+// forked, such as one sending a snapshot to a replica) and waits for it to
+// exit. Stopping a stopped server does nothing. Its data is gone, unless
+// it was started with StartPersistent.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc == nil {
 		return
 	}
-	_ = s.proc.cmd.Process.Kill()
+	kill(s.proc.cmd)
 	<-s.proc.done
 	s.proc = nil
+}
+
+// Running reports whether the server is running (not stopped).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil
 }
 
 // Restart starts the server again on the same port (after Stop, or
@@ -140,7 +185,11 @@ func (s *Server) start() error {
 	if s.proc != nil {
 		return errors.New("already running")
 	}
-	args := []string{
+	var args []string
+	if s.sentinel != "" {
+		args = append(args, s.sentinel, "--sentinel")
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -149,10 +198,24 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--dir", s.dir,
 		"--logfile", "",
+	)
+	if s.sentinel == "" {
+		// A replica syncs at once, not after the default 5s wait for
+		// more replicas to share the snapshot.
+		args = append(args, "--repl-diskless-sync-delay", "0")
 	}
 	if s.persist {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always") // the last one counts
 	}
+	if s.cluster {
+		args = append(args,
+			"--cluster-enabled", "yes",
+			"--cluster-port", strconv.Itoa(s.busPort),
+			"--cluster-config-file", filepath.Join(s.dir, "nodes.conf"),
+			"--cluster-node-timeout", strconv.Itoa(int(clusterNodeTimeout/time.Millisecond)),
+		)
+	}
+	args = append(args, s.extra...)
 	cmd := exec.Command(s.bin, args...)
 	setProcAttr(cmd)
 	out := &lockedBuffer{}
@@ -176,7 +239,7 @@ func (s *Server) start() error {
 		case <-p.done:
 			return fmt.Errorf("port %d: redis-server exited: %s", s.port, lastLines(out.String(), 5))
 		case <-ctx.Done():
-			_ = cmd.Process.Kill()
+			kill(cmd)
 			<-p.done
 			return fmt.Errorf("port %d: no answer to PING within %v: %s", s.port, startTimeout, lastLines(out.String(), 5))
 		case <-time.After(wait):
