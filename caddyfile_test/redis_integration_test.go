@@ -13,6 +13,7 @@ import (
 
 	"github.com/tasknation/tokengate/internal/redistest"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
+	"github.com/tasknation/tokengate/tokenstore"
 )
 
 // The user context with `store redis` through a real Caddy, on a real
@@ -94,7 +95,7 @@ func mustBeOpaque(t *testing.T, rs *redistest.Server) int {
 	if other := readRedis(t, rs, 0); len(other) != 0 {
 		t.Errorf("database 0 has %d keys; the gateway was given database %d", len(other), redisDB)
 	}
-	sets := 0
+	sets, records := 0, 0
 	for k, vals := range readRedis(t, rs, redisDB) {
 		if !strings.HasPrefix(k, redisNS+":") {
 			t.Errorf("Redis key %q is outside the namespace %s:", k, redisNS)
@@ -108,15 +109,38 @@ func mustBeOpaque(t *testing.T, rs *redistest.Server) int {
 			}
 		}
 		for _, v := range vals {
+			// Long markers only: a sealed value is random base64, in which
+			// a short name such as "bob" turns up by chance (about once
+			// in a thousand records).
 			for what, s := range map[string]string{
 				"an access token": tasknationtest.AccessTokenPrefix, "a refresh token": tasknationtest.RefreshTokenPrefix,
-				"alice": "alice", "bob": "bob", "the client secret": tasknationtest.DefaultClientSecret,
+				"the client secret": tasknationtest.DefaultClientSecret,
 			} {
 				if strings.Contains(v, s) {
 					t.Errorf("the value of Redis key %s shows %s in clear", k, what)
 				}
 			}
+			// A token set's record, decoded: its credentials sealed, and
+			// no field in clear naming a user.
+			var tok tokenstore.Token
+			if tok.UnmarshalBinary([]byte(v)) != nil {
+				continue
+			}
+			records++
+			for _, c := range []string{tok.AccessToken, tok.RefreshToken} {
+				if c != "" && !strings.HasPrefix(c, "tgs1.") {
+					t.Errorf("the set in Redis key %s holds a credential that is not sealed", k)
+				}
+			}
+			for _, f := range append([]string{tok.TokenType}, tok.Scopes...) {
+				if strings.Contains(f, "alice") || strings.Contains(f, "bob") {
+					t.Errorf("the set in Redis key %s names a user in clear: %q", k, f)
+				}
+			}
 		}
+	}
+	if records != sets {
+		t.Errorf("decoded %d token-set records from %d token keys", records, sets)
 	}
 	return sets
 }
