@@ -180,7 +180,7 @@ caddy-check: caddy
 # (sub-benchmarks impl=baseline|tokengate|x-oauth2); benchstat prints the
 # medians and the ratio of each column to the first.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./middleware/ ./tokenstore/ | tee bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./middleware/ ./tokenstore/ ./caddymodule/ | tee bench.txt
 	@echo; echo "== hot path and store (vs baseline) =="
 	$(BENCHSTAT) -filter '-.name:/^Herd/' -col /impl bench.txt
 	@echo; echo "== herd: x/oauth2 vs tokengate =="

@@ -297,6 +297,7 @@ type Handler struct {
 
 	gate      *middleware.Gate
 	userGrant bool
+	userVar   string // the variable of a user that is one placeholder and nothing else
 	poolKey   string
 	logger    *zap.Logger
 }
@@ -343,6 +344,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		sink = &eventSink{ctx: ctx, app: app, includeSubject: h.EventsIncludeSubject, logger: h.logger}
 	}
 	h.userGrant = cfg.Grant == middleware.GrantAuthorizationCode
+	h.userVar = soleVariable(h.User)
 	var storage certmagic.Storage
 	if spec.kind == storeCaddy {
 		storage = ctx.Storage()
@@ -843,11 +845,32 @@ func (h *Handler) subject(r *http.Request) string {
 	if !ok {
 		return ""
 	}
+	if h.userVar != "" {
+		// The usual user, one placeholder: read it, without parsing the
+		// template and building a string on every request.
+		s, _ := repl.GetString(h.userVar)
+		return s
+	}
 	s, err := repl.ReplaceOrErr(h.User, true, true)
 	if err != nil {
 		return ""
 	}
 	return s
+}
+
+// soleVariable is the variable of a template that is exactly one
+// placeholder, "{http.auth.user.id}" → "http.auth.user.id", else "".
+// Anything else (text around it, several placeholders, escapes, a colon)
+// is left to the Replacer's parser.
+func soleVariable(tmpl string) string {
+	if len(tmpl) < 3 || tmpl[0] != '{' || tmpl[len(tmpl)-1] != '}' {
+		return ""
+	}
+	name := tmpl[1 : len(tmpl)-1]
+	if strings.ContainsAny(name, "{}\\: ") {
+		return ""
+	}
+	return name
 }
 
 // Cleanup releases this config's hold on the token source; the last

@@ -321,21 +321,42 @@ func TestServeHTTP_UserGrant(t *testing.T) {
 }
 
 // A subject built around a placeholder that is not set is no one, not a
-// subject shared by every request without it.
+// subject shared by every request without it; the same for a user that is
+// one placeholder (read without the template parser) and one with text
+// around it.
 func TestSubject_UnsetPlaceholderIsNoOne(t *testing.T) {
-	h := &Handler{User: "tenant-{http.auth.user.id}"}
-	repl := caddy.NewReplacer()
-	r := httptest.NewRequest("GET", "/", nil)
-	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
-	if s := h.subject(r); s != "" {
-		t.Fatalf("subject without the placeholder set = %q, want empty", s)
-	}
-	repl.Set("http.auth.user.id", "alice")
-	if s := h.subject(r); s != "tenant-alice" {
-		t.Fatalf("subject = %q, want tenant-alice", s)
-	}
-	if s := h.subject(httptest.NewRequest("GET", "/", nil)); s != "" {
-		t.Fatalf("subject of a request without a replacer = %q, want empty", s)
+	for _, c := range []struct {
+		user, want string
+		sole       bool
+	}{
+		{"tenant-{http.auth.user.id}", "tenant-alice", false},
+		{"{http.auth.user.id}", "alice", true},
+		{"{http.auth.user.id}{http.auth.user.id}", "alicealice", false},
+		{`{http.auth.user.id}\}`, "alice}", false},
+	} {
+		t.Run(c.user, func(t *testing.T) {
+			h := &Handler{User: c.user, userVar: soleVariable(c.user)}
+			if (h.userVar != "") != c.sole {
+				t.Fatalf("soleVariable(%q) = %q", c.user, h.userVar)
+			}
+			repl := caddy.NewReplacer()
+			r := httptest.NewRequest("GET", "/", nil)
+			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+			if s := h.subject(r); s != "" {
+				t.Fatalf("subject without the placeholder set = %q, want empty", s)
+			}
+			repl.Set("http.auth.user.id", "")
+			if s := h.subject(r); s != "" {
+				t.Fatalf("subject with the placeholder empty = %q, want empty", s)
+			}
+			repl.Set("http.auth.user.id", "alice")
+			if s := h.subject(r); s != c.want {
+				t.Fatalf("subject = %q, want %s", s, c.want)
+			}
+			if s := h.subject(httptest.NewRequest("GET", "/", nil)); s != "" {
+				t.Fatalf("subject of a request without a replacer = %q, want empty", s)
+			}
+		})
 	}
 }
 
@@ -488,5 +509,28 @@ func TestObserver_ConnectOutcomesBounded(t *testing.T) {
 	}
 	if v := m.GetCounter().GetValue(); v < 50 {
 		t.Fatalf(`connects_total{outcome="other"} = %v, want >= 50`, v)
+	}
+}
+
+// BenchmarkSubject: the user placeholder resolved per request, a template
+// through the Replacer's parser (impl=template, the baseline) against a
+// user that is one placeholder, read directly (impl=sole).
+func BenchmarkSubject(b *testing.B) {
+	for _, c := range []struct{ impl, user string }{
+		{"template", "{http.auth.user.id}-"}, {"sole", "{http.auth.user.id}"},
+	} {
+		b.Run("impl="+c.impl, func(b *testing.B) {
+			h := &Handler{User: c.user, userVar: soleVariable(c.user)}
+			repl := caddy.NewReplacer()
+			repl.Set("http.auth.user.id", "alice@example.com")
+			r := httptest.NewRequest("GET", "/", nil)
+			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+			b.ReportAllocs()
+			for b.Loop() {
+				if h.subject(r) == "" {
+					b.Fatal("no subject")
+				}
+			}
+		})
 	}
 }
