@@ -3,8 +3,6 @@ package middleware_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -154,24 +152,11 @@ func BenchmarkUsers1M_Gate(b *testing.B) {
 // least 20 times less GC CPU than with their sets in a map of *Token.
 // Slow (it builds both populations): it runs only when asked for.
 func TestUsers1MGCRatio_Gate(t *testing.T) {
-	if testing.Short() || os.Getenv("TOKENGATE_GC_RATIO") != "1" {
-		t.Skip("builds 1,000,000 token sets twice: set TOKENGATE_GC_RATIO=1 (and no -short) to run")
-	}
-	const minRatio = 20
-	cost := map[string]population.GCCost{}
-	for _, impl := range []string{implMap, implGate} {
+	population.CheckGCRatio(t, implMap, implGate, func(impl string) (any, func()) {
 		u := newUsers1M(t, impl)
-		cost[impl] = population.MeasureGC(u)
 		if impl == implGate {
 			t.Logf("hot set: %d subjects", middleware.HotEntries(u.gate))
 		}
-		u.close()
-		*u = users1M{}
-		runtime.GC()
-		t.Logf("impl=%s: %.2f gc-ms/cycle, %.1f gc-scan-MB/cycle, %.0f heap-MB", impl, cost[impl].MsPerCycle, cost[impl].ScanMB, cost[impl].HeapMB)
-	}
-	m, g := cost[implMap].MsPerCycle, cost[implGate].MsPerCycle
-	if g*minRatio > m {
-		t.Errorf("GC CPU per cycle: map %.2f ms, gate %.2f ms: ratio %.1f, want at least %d", m, g, m/g, minRatio)
-	}
+		return u, func() { u.close(); *u = users1M{} }
+	})
 }

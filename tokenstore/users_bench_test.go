@@ -3,8 +3,6 @@ package tokenstore_test
 import (
 	"context"
 	"encoding/hex"
-	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -152,20 +150,8 @@ func BenchmarkUsers1M(b *testing.B) {
 // same sets in a map of *Token. It builds both populations, which is slow
 // (and slower under -race), so it runs only when asked for.
 func TestUsers1MGCRatio(t *testing.T) {
-	if testing.Short() || os.Getenv("TOKENGATE_GC_RATIO") != "1" {
-		t.Skip("builds 1,000,000 token sets twice: set TOKENGATE_GC_RATIO=1 (and no -short) to run")
-	}
-	const minRatio = 20
-	cost := map[string]population.GCCost{}
-	for _, impl := range []string{implMap, implBigcache} {
+	population.CheckGCRatio(t, implMap, implBigcache, func(impl string) (any, func()) {
 		u := newUserSets(t, impl)
-		cost[impl] = population.MeasureGC(u)
-		u.close()
-		runtime.GC() // free it before the next one is built
-		t.Logf("impl=%s: %.2f gc-ms/cycle, %.1f gc-scan-MB/cycle, %.0f heap-MB", impl, cost[impl].MsPerCycle, cost[impl].ScanMB, cost[impl].HeapMB)
-	}
-	m, bc := cost[implMap].MsPerCycle, cost[implBigcache].MsPerCycle
-	if bc*minRatio > m {
-		t.Errorf("GC CPU per cycle: map %.2f ms, bigcache %.2f ms: ratio %.1f, want at least %d", m, bc, m/bc, minRatio)
-	}
+		return u, u.close
+	})
 }

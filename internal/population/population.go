@@ -7,6 +7,7 @@ package population
 import (
 	"encoding/base64"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"runtime/metrics"
 	"strings"
@@ -157,4 +158,33 @@ func (l *Live) Drop() {
 	}
 	*l = Live{}
 	runtime.GC()
+}
+
+// MinGCRatio is how many times less GC CPU a cycle must cost with the
+// population in the candidate than in the baseline (a map of *Token).
+const MinGCRatio = 20
+
+// CheckGCRatio builds the baseline and the candidate population one after
+// the other (build returns it live and a function freeing it), measures a
+// collection with each, and fails t unless the candidate's costs at least
+// MinGCRatio times less GC CPU. It builds a million sets twice: slow, so it
+// runs only with TOKENGATE_GC_RATIO=1 and without -short.
+func CheckGCRatio(t *testing.T, baseline, candidate string, build func(impl string) (live any, free func())) {
+	t.Helper()
+	if testing.Short() || os.Getenv("TOKENGATE_GC_RATIO") != "1" {
+		t.Skip("builds 1,000,000 token sets twice: set TOKENGATE_GC_RATIO=1 (and no -short) to run")
+	}
+	cost := map[string]GCCost{}
+	for _, impl := range []string{baseline, candidate} {
+		live, free := build(impl)
+		c := MeasureGC(live)
+		free()
+		runtime.GC() // free it before the next one is built
+		cost[impl] = c
+		t.Logf("impl=%s: %.2f gc-ms/cycle, %.1f gc-scan-MB/cycle, %.0f heap-MB", impl, c.MsPerCycle, c.ScanMB, c.HeapMB)
+	}
+	b, c := cost[baseline].MsPerCycle, cost[candidate].MsPerCycle
+	if c*MinGCRatio > b {
+		t.Errorf("GC CPU per cycle: %s %.2f ms, %s %.2f ms: ratio %.1f, want at least %d", baseline, b, candidate, c, b/c, MinGCRatio)
+	}
 }
