@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 
@@ -44,17 +45,15 @@ type eventSink struct {
 	logger         *zap.Logger
 }
 
-// eventsApp is the config's events app (Caddy makes an empty one when the
-// config has none); nil for a context without a config (a handler
-// provisioned outside a running Caddy, as unit tests do), where
-// caddy.Context.App would panic.
+// eventsApp is the config's events app; nil when the config has none
+// (no handler is there to receive an event) or for a context without a
+// config (a handler provisioned outside a running Caddy, as unit tests
+// do).
 func eventsApp(ctx caddy.Context) (app *caddyevents.App, err error) {
-	defer func() {
-		if recover() != nil {
-			app, err = nil, nil
-		}
-	}()
-	a, err := ctx.App("events")
+	a, err := ctx.AppIfConfigured("events")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, nil // no events app, no handler to emit to
+	}
 	if err != nil {
 		return nil, err
 	}
