@@ -14,7 +14,7 @@ CADDY_VERSION   = $(shell awk '$$1 == "github.com/caddyserver/caddy/v2" { print 
 # What the module compiles from: a change to any of these rebuilds ./caddy.
 CADDY_SRC      := go.mod go.sum $(shell find caddymodule middleware tokenstore -name '*.go' ! -name '*_test.go' 2>/dev/null)
 
-.PHONY: all test deps browser-deps redis-deps vet race demo demo-standalone bench bench-e2e caddy-check fuzz lint fmt help
+.PHONY: all test deps browser-deps redis-deps vet race demo demo-standalone bench bench-e2e bench-e2e-instructions caddy-check fuzz lint fmt help
 
 all: test
 
@@ -28,6 +28,7 @@ help:
 	@echo "make caddy-check     ./caddy lists http.handlers.oauth2_token; the example Caddyfiles adapt and validate"
 	@echo "make bench           benchmarks with -benchmem -count $(COUNT), summarized by benchstat against the baseline of the same run"
 	@echo "make bench-e2e       wrk through ./caddy: oauth2_token, application (a) and user context over 10,000 connected subjects (c), vs a static Authorization header (b), same upstream; medians, per-round ratios, Caddy CPU per request (~3 min)"
+	@echo "make bench-e2e-instructions  the same sites with Caddy under callgrind: instructions per request, steady on a busy machine (~6 min)"
 	@echo "make fuzz            every fuzz target for FUZZTIME each (default $(FUZZTIME)), one after another, with its execs/s; new crashers land in testdata/fuzz"
 	@echo "make lint            gofmt check + go vet"
 
@@ -196,3 +197,11 @@ bench-e2e: caddy
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| echo "bench-e2e: wrk not available; falling back to the Go load generator"
 	$(GO) run ./examples/bench-e2e -caddy ./caddy $(BENCH_E2E_FLAGS)
+
+# The same three sites with Caddy under valgrind's callgrind: instructions
+# per request, which come out the same whatever else the machine runs (the
+# load figures above do not). Valgrind from Debian (installed when
+# missing, as root). ~6 min.
+bench-e2e-instructions: caddy
+	@command -v valgrind >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+	$(GO) run ./examples/bench-e2e -caddy ./caddy -instructions 5000 -rounds 3 -users 2000 $(BENCH_E2E_FLAGS)

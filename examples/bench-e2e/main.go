@@ -96,6 +96,11 @@ type options struct {
 	users    int
 	loader   string
 	path     string
+	// instructions, when > 0, runs Caddy under callgrind and counts the
+	// instructions of that many requests per site and round instead of
+	// loading the sites (see instructions.go).
+	instructions int
+	keep         bool // leave the work directory (Caddyfile, logs, callgrind dumps)
 }
 
 func main() {
@@ -109,6 +114,8 @@ func main() {
 	flag.IntVar(&o.users, "users", 10000, "subjects connected through site c; every site's load rotates over them")
 	flag.StringVar(&o.loader, "loader", "auto", "load generator: wrk, go, or auto (wrk when installed)")
 	flag.StringVar(&o.path, "path", "/api/v1/categories", "request path")
+	flag.IntVar(&o.instructions, "instructions", 0, "instead of load: run Caddy under valgrind's callgrind and count the instructions of this many requests per site and round")
+	flag.BoolVar(&o.keep, "keep", false, "leave the work directory (Caddyfile, Caddy's log, callgrind dumps) and print its path")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -164,7 +171,11 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if o.keep {
+		defer fmt.Fprintln(out, "work directory left in", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	load, loaderName, err := pickLoader(o, dir)
 	if err != nil {
 		return err
@@ -208,7 +219,16 @@ func run(ctx context.Context, o options, out io.Writer) error {
 
 	// (c) answers nothing but errors until its subjects connect: (a) and
 	// (b) tell when Caddy is up.
-	stopCaddy, pid, err := startCaddy(ctx, caddyBin, cfgPath, filepath.Join(dir, "caddy.log"), []*site{a, b}, up)
+	var wrap, env []string
+	ready := 30 * time.Second
+	if o.instructions > 0 {
+		if wrap, env, err = callgrindWrap(dir); err != nil {
+			return err
+		}
+		ready = 5 * time.Minute // valgrind runs Caddy ~50 times slower
+		fmt.Fprintf(out, "  instructions: Caddy under callgrind, %d requests per site and round, one connection\n", o.instructions)
+	}
+	stopCaddy, pid, err := startCaddy(ctx, caddyBin, cfgPath, filepath.Join(dir, "caddy.log"), []*site{a, b}, up, wrap, env, ready)
 	if err != nil {
 		return err
 	}
@@ -231,6 +251,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("site c: %w", err)
 	}
 	fmt.Fprintln(out)
+	if o.instructions > 0 {
+		return measureInstructions(ctx, out, o, &counter{pid: pid, dir: dir}, []*site{a, b, c}, b, users, up)
+	}
 
 	// One run: load the site, then check that every request the upstream
 	// saw carried this site's kind of token and that none failed.
@@ -524,13 +547,15 @@ http://:%[8]s {
 // startCaddy runs caddy with the config and waits until the sites answer
 // 200 through to the upstream. It returns a function that stops it, and
 // its process id.
-func startCaddy(ctx context.Context, bin, cfgPath, logPath string, sites []*site, up *upstream) (stop func(), pid int, err error) {
+func startCaddy(ctx context.Context, bin, cfgPath, logPath string, sites []*site, up *upstream,
+	wrap, env []string, ready time.Duration) (stop func(), pid int, err error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, 0, err
 	}
-	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "TASKNATION_CLIENT_SECRET="+tasknationtest.DefaultClientSecret)
+	argv := append(append(slices.Clone(wrap), bin), "run", "--config", cfgPath, "--adapter", "caddyfile")
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(append(os.Environ(), env...), "TASKNATION_CLIENT_SECRET="+tasknationtest.DefaultClientSecret)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
@@ -555,8 +580,8 @@ func startCaddy(ctx context.Context, bin, cfgPath, logPath string, sites []*site
 		return nil, 0, fmt.Errorf("%w\ncaddy log:\n%s", err, logText)
 	}
 
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
+	client := &http.Client{Timeout: max(2*time.Second, ready/10)}
+	deadline := time.Now().Add(ready)
 	for _, s := range sites {
 		for {
 			up.reset()
@@ -577,7 +602,7 @@ func startCaddy(ctx context.Context, bin, cfgPath, logPath string, sites []*site
 			case <-time.After(100 * time.Millisecond):
 			}
 			if time.Now().After(deadline) {
-				return fail(fmt.Errorf("caddy not ready after 30s: %v", err))
+				return fail(fmt.Errorf("caddy not ready after %s: %v", ready, err))
 			}
 		}
 	}

@@ -219,3 +219,13 @@ func TestGoLoaderRotatesSubjects(t *testing.T) {
 		t.Errorf("subjects seen %v, want an even spread", seen)
 	}
 }
+
+func TestCallgrindTotal(t *testing.T) {
+	dump := "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 626763332\n\nfn=(1) main\n1 5\ntotals: 626763332\n"
+	if n, err := callgrindTotal(strings.NewReader(dump)); err != nil || n != 626763332 {
+		t.Fatalf("callgrindTotal = %d, %v", n, err)
+	}
+	if _, err := callgrindTotal(strings.NewReader("events: Ir\nfn=(1) main\n")); err == nil {
+		t.Error("callgrindTotal accepted a dump without totals")
+	}
+}
