@@ -6,6 +6,9 @@
 // Build a Caddy with it:
 //
 //	xcaddy build --with github.com/tasknation/tokengate/caddymodule
+//
+// See also: middleware (the same Gate as net/http middleware), tokenstore
+// (token stores) and middleware/tasknationtest (a fake TaskNation server).
 package caddymodule
 
 import (

@@ -15,6 +15,9 @@
 // re-read). Every write of a new set to a shared store is a compare-and-set
 // on the version (a generation) it replaces. Failed token requests back
 // off for all callers together (see Config.MinBackoff).
+//
+// See also: tokenstore (token stores), middleware/tasknationtest (a fake
+// TaskNation server for tests) and caddymodule (the same as a Caddy module).
 package middleware
 
 import (

@@ -4,6 +4,9 @@
 // A Token's expiry lives inside the stored value: bigcache has no per-entry
 // TTL and its Get does not look at time, so every store checks the expiry
 // itself on read.
+//
+// See also: middleware (the Gate that uses these stores),
+// middleware/tasknationtest (a fake TaskNation server) and caddymodule.
 package tokenstore
 
 import (

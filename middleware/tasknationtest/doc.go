@@ -69,4 +69,7 @@
 //	if n := srv.TokenRequests(tasknationtest.GrantRefreshToken); n != 2 {
 //		t.Errorf("refresh requests = %d, want 2", n)
 //	}
+//
+// See also: middleware (the Gate to test against it), tokenstore and
+// caddymodule; go run ./cmd/tasknation-fake runs it from the command line.
 package tasknationtest
