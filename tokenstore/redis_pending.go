@@ -2,6 +2,9 @@ package tokenstore
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -14,10 +17,12 @@ import (
 // same hash slot (RedisStore key layout):
 //
 //	<ns>:{<hex sha256(subject key)>}:pend        ZSET: the subject's pending ids, scored in put order
-//	<ns>:{<hex sha256(subject key)>}:pend:<id>   STRING: one pending record
+//	<ns>:{<hex sha256(subject key)>}:pend:<hex sha256(id)>   STRING: expiry, Unix ms [8] | the record
 //
 // Every key carries a TTL: a record the connect's lifetime, the set the
-// lifetime of its newest record.
+// lifetime of its newest record. The expiry in the record is checked on
+// take with the store's clock, as a token set's is on read; the TTL only
+// clears what nobody took.
 
 // redisPutPending stores ARGV[2] under KEYS[1] (the record of id ARGV[1],
 // whose name is KEYS[2]..ARGV[1]) for ARGV[3] ms, files ARGV[1] in the
@@ -54,10 +59,13 @@ return v
 `)
 
 // pendingKeys returns the names of the subject's pending set and of the
-// record id, and a reference to them for errors.
-func (s *RedisStore) pendingKeys(subjectKey, id string) (rec, set, ref string) {
+// record id, the record's member in the set, and a reference to them for
+// errors. The id is hashed too, whatever the caller made it from.
+func (s *RedisStore) pendingKeys(subjectKey, id string) (rec, set, member, ref string) {
 	set, ref = s.redisKey("pend", subjectKey)
-	return set + ":" + id, set, ref
+	sum := sha256.Sum256([]byte(id))
+	member = hex.EncodeToString(sum[:])
+	return set + ":" + member, set, member, ref
 }
 
 // PutPending stores the pending record rec of subjectKey under id for ttl
@@ -67,9 +75,12 @@ func (s *RedisStore) PutPending(ctx context.Context, subjectKey, id string, rec 
 	if err := checkPending(id, ttl, maxPerSubject); err != nil {
 		return err
 	}
-	k, set, ref := s.pendingKeys(subjectKey, id)
+	k, set, member, ref := s.pendingKeys(subjectKey, id)
+	v := make([]byte, 8, 8+len(rec))
+	binary.BigEndian.PutUint64(v, uint64(ceilMilli(s.now().Add(ttl))))
+	v = append(v, rec...)
 	ms := strconv.FormatInt(int64((ttl+time.Millisecond-1)/time.Millisecond), 10)
-	if err := redisPutPending.Run(ctx, s.c, []string{k, set}, id, rec, ms, strconv.Itoa(maxPerSubject)).Err(); err != nil {
+	if err := redisPutPending.Run(ctx, s.c, []string{k, set}, member, v, ms, strconv.Itoa(maxPerSubject)).Err(); err != nil {
 		s.reroute(err)
 		return fmt.Errorf("tokenstore: redis put pending %s: %w", ref, err)
 	}
@@ -82,8 +93,8 @@ func (s *RedisStore) TakePending(ctx context.Context, subjectKey, id string) ([]
 	if id == "" {
 		return nil, ErrNotFound
 	}
-	k, set, ref := s.pendingKeys(subjectKey, id)
-	v, err := redisTakePending.Run(ctx, s.c, []string{k, set}, id).Text()
+	k, set, member, ref := s.pendingKeys(subjectKey, id)
+	v, err := redisTakePending.Run(ctx, s.c, []string{k, set}, member).Text()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
@@ -91,7 +102,13 @@ func (s *RedisStore) TakePending(ctx context.Context, subjectKey, id string) ([]
 		s.reroute(err)
 		return nil, fmt.Errorf("tokenstore: redis take pending %s: %w", ref, err)
 	}
-	return []byte(v), nil
+	if len(v) < 8 {
+		return nil, fmt.Errorf("tokenstore: redis take pending %s: not a pending record (damaged, or written by something else)", ref)
+	}
+	if s.now().UnixMilli() >= int64(binary.BigEndian.Uint64([]byte(v[:8]))) {
+		return nil, ErrNotFound // expired: gone all the same
+	}
+	return []byte(v[8:]), nil
 }
 
 // checkPending checks the arguments of a PutPending.
