@@ -38,6 +38,10 @@ func TestRedisStore_PendingContract(t *testing.T) {
 			srv := redistest.Start(t)
 			return func(t *testing.T) redis.UniversalClient { return srv.Client(t) }
 		}},
+		{"sentinel", func(t *testing.T) func(t *testing.T) redis.UniversalClient {
+			s := redistest.StartSentinel(t)
+			return func(t *testing.T) redis.UniversalClient { return s.Client(t) }
+		}},
 		{"cluster", func(t *testing.T) func(t *testing.T) redis.UniversalClient {
 			cl := redistest.StartCluster(t)
 			return func(t *testing.T) redis.UniversalClient { return cl.Client(t) }
