@@ -40,13 +40,20 @@ func newPendingFleet(t *testing.T, sealed bool, mod func(*middleware.Config)) *p
 
 func newPendingFleetOn(t *testing.T, rs *redistest.Server, sealed bool, mod func(*middleware.Config)) *pendingFleet {
 	t.Helper()
+	return newPendingFleetWith(t, rs, func(t *testing.T) redis.UniversalClient { return rs.Client(t) }, sealed, mod)
+}
+
+// newPendingFleetWith is a pending fleet whose gateways reach rs through
+// the clients client makes.
+func newPendingFleetWith(t *testing.T, rs *redistest.Server, client func(t *testing.T) redis.UniversalClient, sealed bool, mod func(*middleware.Config)) *pendingFleet {
+	t.Helper()
 	p := &pendingFleet{clock: newClock()}
 	p.srv = tasknationtest.NewServer(tasknationtest.Options{Now: p.clock.Now})
 	t.Cleanup(p.srv.Close)
 	p.rc = rs.Client(t)
 	var redirect string
 	for i := range p.gws {
-		rstore, err := tokenstore.NewRedisStore(rs.Client(t), tokenstore.RedisOptions{Namespace: "pend", Now: p.clock.Now})
+		rstore, err := tokenstore.NewRedisStore(client(t), tokenstore.RedisOptions{Namespace: "pend", Now: p.clock.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -297,5 +304,30 @@ func TestPending_StoreDown(t *testing.T) {
 	rs.Restart(t)
 	if a := p.replay(alice, s, cb, 1); a.status != http.StatusOK || a.json["status"] != "connected" {
 		t.Fatalf("the callback once Redis is back: %d %s", a.status, a.body)
+	}
+}
+
+// TestPending_TokenWriteFails: the state is taken from Redis but the
+// tokens cannot be written there (a Redis user whose ACL allows the
+// pending keys only): the callback answers 503 store_failed, the state is
+// spent (a replay is refused), and nothing is served as the user.
+func TestPending_TokenWriteFails(t *testing.T) {
+	rs := redistest.Start(t)
+	ctx := context.Background()
+	if err := rs.Client(t).Do(ctx, "ACL", "SETUSER", "pending-only", "on", ">pending-pw", "resetkeys", "~pend:{*}:pend*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := newPendingFleetWith(t, rs, func(t *testing.T) redis.UniversalClient {
+		c := redis.NewClient(&redis.Options{Addr: rs.Addr(), Username: "pending-only", Password: "pending-pw"})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}, true, nil)
+	alice := p.gws[0].browser(t, "alice")
+	s := p.start(alice, 0)
+	cb := alice.authorize(s.auth, "tn-alice")
+	wantUserError(t, p.replay(alice, s, cb, 1), http.StatusServiceUnavailable, "store_failed")
+	wantUserError(t, p.replay(alice, s, cb, 0), http.StatusBadRequest, "invalid_state")
+	if a := alice.api(p.gws[1]); a.status == http.StatusOK {
+		t.Fatalf("alice's API call succeeded though her tokens were never stored: %s", a.body)
 	}
 }
