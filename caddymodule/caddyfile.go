@@ -74,6 +74,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    grace_period          <duration>
 //	    refresh_token_warning <duration>
 //	    max_pending_states    <n>
+//	    max_pending_per_subject <n>
 //	    max_callback_query    <size>
 //	    cache_size            <MB>
 //	}
@@ -331,8 +332,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = one(&h.ConnectedRedirect)
 		case "state_lifetime":
 			err = duration(&h.StateLifetime)
-		case "max_pending_states", "max_callback_query", "cache_size":
-			dst := map[string]*int{"max_pending_states": &h.MaxPendingStates, "max_callback_query": &h.MaxCallbackQuery, "cache_size": &h.CacheSizeMB}[sub]
+		case "max_pending_states", "max_pending_per_subject", "max_callback_query", "cache_size":
+			dst := map[string]*int{"max_pending_states": &h.MaxPendingStates, "max_pending_per_subject": &h.MaxPendingPerSubject,
+				"max_callback_query": &h.MaxCallbackQuery, "cache_size": &h.CacheSizeMB}[sub]
 			var v string
 			if err = one(&v); err == nil {
 				n, perr := strconv.Atoi(v)

@@ -108,7 +108,7 @@ var connectOutcomes = map[string]bool{
 	"started": true, "connected": true,
 	// What the middleware answers a callback with.
 	"invalid_state": true, "invalid_request": true, "invalid_grant": true, "unauthenticated": true,
-	"exchange_failed": true, "store_failed": true, "authorization_failed": true,
+	"exchange_failed": true, "store_failed": true, "store_unavailable": true, "authorization_failed": true,
 	// RFC 6749 section 4.1.2.1: what the authorization server redirects with.
 	"access_denied": true, "unauthorized_client": true, "unsupported_response_type": true,
 	"invalid_scope": true, "server_error": true, "temporarily_unavailable": true,

@@ -167,8 +167,14 @@ type Handler struct {
 	StateLifetime caddy.Duration `json:"state_lifetime,omitempty"`
 
 	// How many connects may be in progress at once (held in memory, per
-	// token source); past it the oldest is dropped. Default: 10000
+	// token source, when the store does not keep them: memory, file);
+	// past it the oldest is dropped. Default: 10000
 	MaxPendingStates int `json:"max_pending_states,omitempty"`
+
+	// How many connects one user may have in progress at once, in memory
+	// or in the shared store (redis, caddy); past it the user's oldest is
+	// dropped, and no other user's. Default: 5
+	MaxPendingPerSubject int `json:"max_pending_per_subject,omitempty"`
 
 	// The longest callback query string, in bytes (each value at most a
 	// quarter of it); longer is refused with 400. Default: 8192
@@ -530,7 +536,8 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 			{"revocation_url", h.RevocationURL != ""}, {"events_include_subject", h.EventsIncludeSubject},
 			{"pkce", h.DisablePKCE},
 			{"connected_redirect", h.ConnectedRedirect != ""}, {"state_lifetime", h.StateLifetime != 0},
-			{"max_pending_states", h.MaxPendingStates != 0}, {"max_callback_query", h.MaxCallbackQuery != 0},
+			{"max_pending_states", h.MaxPendingStates != 0}, {"max_pending_per_subject", h.MaxPendingPerSubject != 0},
+			{"max_callback_query", h.MaxCallbackQuery != 0},
 			{"cache_size", h.CacheSizeMB != 0},
 			{"grace_period", h.GracePeriod != 0}, {"refresh_token_warning", h.RefreshTokenWarning != 0},
 		} {
@@ -621,6 +628,7 @@ func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, er
 	c.ConnectedRedirect = h.ConnectedRedirect
 	c.StateLifetime = time.Duration(h.StateLifetime)
 	c.MaxPendingStates = h.MaxPendingStates
+	c.MaxPendingPerSubject = h.MaxPendingPerSubject
 	c.MaxCallbackQuery = h.MaxCallbackQuery
 	c.CacheSizeMB = h.CacheSizeMB
 	c.GracePeriod = time.Duration(h.GracePeriod)
@@ -800,7 +808,7 @@ func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) str
 		c.StatusPath, c.RevocationURL,
 		strconv.FormatBool(c.DisablePKCE), c.ConnectedRedirect,
 		c.StateLifetime.String(), c.GracePeriod.String(), c.RefreshTokenWarning.String(),
-		strconv.Itoa(c.MaxPendingStates), strconv.Itoa(c.MaxCallbackQuery), strconv.Itoa(c.CacheSizeMB),
+		strconv.Itoa(c.MaxPendingStates), strconv.Itoa(c.MaxPendingPerSubject), strconv.Itoa(c.MaxCallbackQuery), strconv.Itoa(c.CacheSizeMB),
 		spec.kind, spec.dir, where, string(bytes.Join(spec.keys, nil)),
 		spec.redis.addr, strconv.Itoa(spec.redis.db), spec.redis.username, spec.redis.password,
 		strconv.FormatBool(spec.redis.tls), spec.redis.namespace,

@@ -34,6 +34,7 @@ const (
 	DefaultRefreshTokenWarning  = 14 * 24 * time.Hour
 	DefaultGracePeriod          = 60 * time.Second // TaskNation's refresh-token grace period
 	DefaultMaxPendingStates     = 10000
+	DefaultMaxPendingPerSubject = 5
 	DefaultCacheSizeMB          = 64
 	DefaultMaxCallbackQuery     = 8 << 10
 )
@@ -178,9 +179,14 @@ type Config struct {
 	ConnectedRedirect string
 	// StateLifetime is how long a connect's state stays valid. Default: 10m.
 	StateLifetime time.Duration
-	// MaxPendingStates caps the connects in progress held in memory; past
+	// MaxPendingStates caps the connects in progress held in memory (when
+	// Store keeps no pending connects, see tokenstore.PendingStore); past
 	// it the oldest is dropped. Default: 10000.
 	MaxPendingStates int
+	// MaxPendingPerSubject caps the connects in progress of one subject,
+	// in memory or in a shared store alike; past it the subject's oldest
+	// is dropped, and no other subject's. Default: 5.
+	MaxPendingPerSubject int
 	// RefreshTokenLifetime is how long a refresh token lasts from the
 	// authorization_code grant (rotation does not extend it).
 	// Default: 180 days (TaskNation).
@@ -392,6 +398,9 @@ func (c *Config) userDefaults() error {
 	if c.MaxPendingStates == 0 {
 		c.MaxPendingStates = DefaultMaxPendingStates
 	}
+	if c.MaxPendingPerSubject == 0 {
+		c.MaxPendingPerSubject = DefaultMaxPendingPerSubject
+	}
 	if c.CacheSizeMB == 0 {
 		c.CacheSizeMB = DefaultCacheSizeMB
 	}
@@ -402,7 +411,8 @@ func (c *Config) userDefaults() error {
 		field string
 		v     int
 	}{
-		{"max_pending_states", c.MaxPendingStates}, {"cache_size", c.CacheSizeMB}, {"max_callback_query", c.MaxCallbackQuery},
+		{"max_pending_states", c.MaxPendingStates}, {"max_pending_per_subject", c.MaxPendingPerSubject},
+		{"cache_size", c.CacheSizeMB}, {"max_callback_query", c.MaxCallbackQuery},
 	} {
 		if n.v < 0 {
 			return &ConfigError{Field: n.field, Reason: fmt.Sprintf("must be positive, got %d", n.v)}

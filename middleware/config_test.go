@@ -62,6 +62,7 @@ func TestNew_ConfigErrors(t *testing.T) {
 		{"negative state_lifetime", func(c *middleware.Config) { user(c); c.StateLifetime = -time.Minute }, "state_lifetime", "", []string{"middleware: state_lifetime must be positive, got -1m0s"}},
 		{"negative cache_size", func(c *middleware.Config) { user(c); c.CacheSizeMB = -1 }, "cache_size", "", []string{"middleware: cache_size must be positive, got -1"}},
 		{"negative max_pending_states", func(c *middleware.Config) { user(c); c.MaxPendingStates = -1 }, "max_pending_states", "", []string{"max_pending_states must be positive"}},
+		{"negative max_pending_per_subject", func(c *middleware.Config) { user(c); c.MaxPendingPerSubject = -1 }, "max_pending_per_subject", "", []string{"middleware: max_pending_per_subject must be positive, got -1"}},
 		{"small max_callback_query", func(c *middleware.Config) { user(c); c.MaxCallbackQuery = 512 }, "max_callback_query", "",
 			[]string{"middleware: max_callback_query 512 is too small for a callback (want at least 1024 bytes)"}},
 	}

@@ -315,9 +315,9 @@ func TestFleet_RedisRestart(t *testing.T) {
 			t.Fatalf("with Redis down and a cached token: %d %s", a.status, a.body)
 		}
 	}
-	// Bob's connect cannot be stored while Redis is down: a clear 503.
-	cb := bob.authorize(bob.startConnect(f), "tn-bob")
-	wantUserError(t, bob.get(cb.String()), http.StatusServiceUnavailable, "store_failed")
+	// Bob's connect cannot start while Redis is down (its state lives
+	// there): a clear 503.
+	wantUserError(t, bob.get(f.base+"/oauth2/connect"), http.StatusServiceUnavailable, "store_unavailable")
 
 	rs.Restart(t)
 	bob.connect(f, "tn-bob")

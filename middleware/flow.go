@@ -3,18 +3,24 @@ package middleware
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"html/template"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
+
+	"github.com/tasknation/tokengate/tokenstore"
 )
 
 // The connect flow of the user context:
@@ -41,26 +47,55 @@ type pendingState struct {
 	expires    time.Time
 }
 
-// stateStore holds the connects in progress, at most max of them (the
-// oldest is dropped first).
+// pendingConnects is where connects wait for their callback: in this
+// process (stateStore), or in the shared store when it keeps them
+// (sharedPending), so that a callback may land on any instance of a fleet.
+type pendingConnects interface {
+	// put files p under state.
+	put(ctx context.Context, state string, p *pendingState) error
+	// take consumes state if it is pending, unexpired and bound to
+	// subjectKey. It returns the connect, or why the state is refused
+	// (p == nil, err == nil), or err when the store failed (the state is
+	// then not consumed, unless the store could not tell).
+	take(ctx context.Context, state, subjectKey string, now time.Time) (p *pendingState, why string, err error)
+}
+
+// Why a state is refused.
+const (
+	stateUnknown      = "the state is unknown or was already used: connect again"
+	stateExpired      = "the state has expired: connect again"
+	stateOtherSubject = "the state was issued to another user"
+)
+
+// stateStore holds the connects in progress in memory, at most max of
+// them and perSubject of one subject (the oldest is dropped first: of all,
+// or of that subject).
 type stateStore struct {
-	mu    sync.Mutex
-	m     map[string]*pendingState
-	order []string // insertion order; may hold states already taken
-	max   int
+	mu         sync.Mutex
+	m          map[string]*pendingState
+	order      []string            // insertion order; may hold states already taken
+	bySubject  map[string][]string // a subject's live states, oldest first
+	max        int
+	perSubject int
 }
 
-func newStateStore(max int) *stateStore {
-	return &stateStore{m: map[string]*pendingState{}, max: max}
+func newStateStore(max, perSubject int) *stateStore {
+	return &stateStore{m: map[string]*pendingState{}, bySubject: map[string][]string{}, max: max, perSubject: perSubject}
 }
 
-func (s *stateStore) put(state string, p *pendingState) {
+func (s *stateStore) put(_ context.Context, state string, p *pendingState) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.m[state] = p
 	s.order = append(s.order, state)
+	mine := append(s.bySubject[p.subjectKey], state)
+	s.bySubject[p.subjectKey] = mine
+	for len(mine) > s.perSubject {
+		s.drop(mine[0])
+		mine = s.bySubject[p.subjectKey]
+	}
 	for len(s.m) > s.max && len(s.order) > 0 {
-		delete(s.m, s.order[0])
+		s.drop(s.order[0])
 		s.order = s.order[1:]
 	}
 	if len(s.order) > 2*len(s.m)+64 { // drop taken states from the queue
@@ -72,26 +107,115 @@ func (s *stateStore) put(state string, p *pendingState) {
 		}
 		s.order = live
 	}
+	return nil
+}
+
+// drop forgets state, if it is pending. s.mu is held.
+func (s *stateStore) drop(state string) {
+	p := s.m[state]
+	if p == nil {
+		return
+	}
+	delete(s.m, state)
+	mine := s.bySubject[p.subjectKey]
+	if i := slices.Index(mine, state); i >= 0 {
+		mine = slices.Delete(mine, i, i+1)
+	}
+	if len(mine) == 0 {
+		delete(s.bySubject, p.subjectKey)
+	} else {
+		s.bySubject[p.subjectKey] = mine
+	}
 }
 
 // take consumes state if it is pending, unexpired and bound to subjectKey.
 // A state of another subject is left in place (its owner may still use
 // it); an expired one is dropped.
-func (s *stateStore) take(state, subjectKey string, now time.Time) (*pendingState, string) {
+func (s *stateStore) take(_ context.Context, state, subjectKey string, now time.Time) (*pendingState, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.m[state]
 	switch {
 	case p == nil:
-		return nil, "the state is unknown or was already used: connect again"
+		return nil, stateUnknown, nil
 	case !now.Before(p.expires):
-		delete(s.m, state)
-		return nil, "the state has expired: connect again"
+		s.drop(state)
+		return nil, stateExpired, nil
 	case subtle.ConstantTimeCompare([]byte(p.subjectKey), []byte(subjectKey)) != 1:
-		return nil, "the state was issued to another user"
+		return nil, stateOtherSubject, nil
 	}
-	delete(s.m, state)
-	return p, ""
+	s.drop(state)
+	return p, "", nil
+}
+
+// sharedPending keeps the connects in progress in a store shared by the
+// fleet, filed under their subject key and a hash of their state: a state
+// of another subject is simply not found there (and so left to its
+// owner), which is reported as unknown.
+type sharedPending struct {
+	ps         tokenstore.PendingStore
+	ttl        time.Duration
+	perSubject int
+}
+
+// pendingRecordV1 is the version byte of an encoded pendingState:
+//
+//	1 | expires, Unix ns, big endian [8] | uvarint(len(subject key)) | subject key | verifier
+const pendingRecordV1 = 1
+
+func (s *sharedPending) put(ctx context.Context, state string, p *pendingState) error {
+	return s.ps.PutPending(ctx, p.subjectKey, pendingID(state), encodePending(p), s.ttl, s.perSubject)
+}
+
+func (s *sharedPending) take(ctx context.Context, state, subjectKey string, now time.Time) (*pendingState, string, error) {
+	rec, err := s.ps.TakePending(ctx, subjectKey, pendingID(state))
+	switch {
+	case errors.Is(err, tokenstore.ErrNotFound):
+		return nil, stateUnknown, nil
+	case errors.Is(err, tokenstore.ErrTampered), errors.Is(err, tokenstore.ErrWrongKey):
+		// Consumed, and not to be trusted.
+		return nil, stateUnknown, nil
+	case err != nil:
+		return nil, "", err
+	}
+	p, ok := decodePending(rec)
+	switch {
+	case !ok || subtle.ConstantTimeCompare([]byte(p.subjectKey), []byte(subjectKey)) != 1:
+		return nil, stateUnknown, nil
+	case !now.Before(p.expires):
+		return nil, stateExpired, nil
+	}
+	return p, "", nil
+}
+
+// pendingID is the name of a state in a shared store: a hash, so that
+// whoever reads the store cannot replay a state (the cookie holds it).
+func pendingID(state string) string {
+	sum := sha256.Sum256([]byte("tokengate pending state\x00" + state))
+	return hex.EncodeToString(sum[:])
+}
+
+func encodePending(p *pendingState) []byte {
+	b := make([]byte, 9, 9+binary.MaxVarintLen64+len(p.subjectKey)+len(p.verifier))
+	b[0] = pendingRecordV1
+	binary.BigEndian.PutUint64(b[1:], uint64(p.expires.UnixNano()))
+	b = binary.AppendUvarint(b, uint64(len(p.subjectKey)))
+	b = append(b, p.subjectKey...)
+	return append(b, p.verifier...)
+}
+
+func decodePending(b []byte) (*pendingState, bool) {
+	if len(b) < 9 || b[0] != pendingRecordV1 {
+		return nil, false
+	}
+	p := &pendingState{expires: time.Unix(0, int64(binary.BigEndian.Uint64(b[1:])))}
+	n, w := binary.Uvarint(b[9:])
+	if w <= 0 || n > uint64(len(b)-9-w) {
+		return nil, false
+	}
+	rest := b[9+w:]
+	p.subjectKey, p.verifier = string(rest[:n]), string(rest[n:])
+	return p, true
 }
 
 // randomState is 32 random bytes in unpadded base64url: 43 characters.
@@ -148,7 +272,12 @@ func (g *Gate) connect(w http.ResponseWriter, r *http.Request, subject string) {
 		p.verifier = oauth2.GenerateVerifier()
 		opts = append(opts, oauth2.S256ChallengeOption(p.verifier))
 	}
-	g.users.states.put(state, p)
+	if err := g.users.states.put(r.Context(), state, p); err != nil {
+		g.logger().Error("storing the connect state failed", zap.Error(err))
+		g.connectEvent("store_unavailable")
+		g.flowError(w, r, http.StatusServiceUnavailable, "store_unavailable", "the connect could not be started: try again")
+		return
+	}
 	http.SetCookie(w, &http.Cookie{
 		Name:     stateCookie,
 		Value:    state,
@@ -204,7 +333,12 @@ func (g *Gate) callback(w http.ResponseWriter, r *http.Request, subject string) 
 		fail(http.StatusBadRequest, "invalid_state", "the state was not issued to this browser: connect again (cookies must be enabled)")
 		return
 	}
-	p, why := g.users.states.take(state, g.users.subjectKey(subject), g.clock.Now())
+	p, why, err := g.users.states.take(r.Context(), state, g.users.subjectKey(subject), g.clock.Now())
+	if err != nil {
+		g.logger().Error("reading the connect state failed", zap.Error(err))
+		fail(http.StatusServiceUnavailable, "store_unavailable", "the connect state could not be read: try again")
+		return
+	}
 	if p == nil {
 		fail(http.StatusBadRequest, "invalid_state", why)
 		return

@@ -39,7 +39,7 @@ type userSource struct {
 	g          *Gate
 	cache      *tokenstore.MemoryStore
 	durable    tokenstore.Store
-	states     *stateStore
+	states     pendingConnects
 	connectURL string
 	keyPrefix  string // hashed with the subject into its key
 	secure     bool   // cookies get Secure (the redirect URI is https)
@@ -72,10 +72,13 @@ func newUserSource(g *Gate) (*userSource, error) {
 		g:          g,
 		cache:      cache,
 		durable:    c.Store,
-		states:     newStateStore(c.MaxPendingStates),
+		states:     newStateStore(c.MaxPendingStates, c.MaxPendingPerSubject),
 		connectURL: origin + c.publicPrefix + c.ConnectPath,
 		keyPrefix:  strings.Join([]string{"user", c.TokenURL, c.ClientID, ""}, "\x00"),
 		secure:     ru.Scheme == "https",
+	}
+	if ps, ok := tokenstore.AsPendingStore(c.Store); ok {
+		u.states = &sharedPending{ps: ps, ttl: c.StateLifetime, perSubject: c.MaxPendingPerSubject}
 	}
 	u.hot = newHotSet(u, hotBound(c.CacheSizeMB))
 	return u, nil

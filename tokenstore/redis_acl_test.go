@@ -20,6 +20,7 @@ const redisACL = "on >gw-secret resetkeys ~tokengate:{*}:* resetchannels -@all "
 	"+hello +auth +ping +select " +
 	"+hget +del +eval +evalsha +watch +unwatch +wait +info " +
 	"+hmget +hset +pexpire +set +get " +
+	"+zadd +zrange +zcard +zpopmin +zrem " +
 	"+cluster|slots +cluster|shards"
 
 // TestRedisStore_ACL runs the store as a user limited by redisACL, on one
@@ -85,6 +86,17 @@ func TestRedisStore_ACL(t *testing.T) {
 			}
 			if _, err := s.Get(ctx, "user:alice"); !errors.Is(err, tokenstore.ErrNotFound) {
 				t.Fatalf("Get after Delete = %v, want ErrNotFound", err)
+			}
+			for _, id := range []string{"p1", "p2", "p3"} { // p1 goes beyond the cap
+				if err := s.PutPending(ctx, "user:alice", id, []byte(id), time.Minute, 2); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := s.TakePending(ctx, "user:alice", "p1"); !errors.Is(err, tokenstore.ErrNotFound) {
+				t.Fatalf("TakePending of the pending record beyond the cap = %v, want ErrNotFound", err)
+			}
+			if rec, err := s.TakePending(ctx, "user:alice", "p3"); err != nil || string(rec) != "p3" {
+				t.Fatalf("TakePending = %q, %v", rec, err)
 			}
 			// Outside the namespace, or another command: refused.
 			if err := rc.Set(ctx, "other:key", "x", 0).Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
