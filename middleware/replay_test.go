@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -280,5 +282,51 @@ func TestReplay_ServerHeadersRestored(t *testing.T) {
 				t.Errorf("headers after the replay: %v, want the server's own %v and the replay's", h, before)
 			}
 		})
+	}
+}
+
+// TestReplay_NewTokenRefusedToo: the API refuses the replay's token as
+// well: the client gets that 401, the Gate says so in a warning naming
+// both versions, and no request after it makes the Gate ask for another
+// token (the new one is too young to be rejected).
+func TestReplay_NewTokenRefusedToo(t *testing.T) {
+	f := newFixture(t, nil)
+	first := f.token(t)
+	f.clock.Advance(10 * time.Minute)
+	var upstreamCalls atomic.Int32
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		upstreamCalls.Add(1)
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	})
+	h := f.gate.Wrap(upstream)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/search", nil))
+	if rec.Code != http.StatusUnauthorized || upstreamCalls.Load() != 2 {
+		t.Fatalf("client saw %d after %d upstream calls, want 401 after the request and its replay", rec.Code, upstreamCalls.Load())
+	}
+	warn := f.logs.FilterMessageSnippet("refused the replay's token too")
+	if warn.Len() != 1 {
+		t.Fatalf("%d warnings about the refused replay, want 1", warn.Len())
+	}
+	fields := warn.All()[0].ContextMap()
+	if fields["version"] == fields["new_version"] || fields["new_version"] == nil {
+		t.Errorf("the warning's versions: %v", fields)
+	}
+	for _, e := range f.logs.All() {
+		if strings.Contains(fmt.Sprint(e.ContextMap()), first) {
+			t.Fatalf("a token in the logs: %s %v", e.Message, e.ContextMap())
+		}
+	}
+	tokens := f.ccRequests()
+	for range 3 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/search", nil))
+		if rec.Code != http.StatusUnauthorized {
+			t.Fatalf("client saw %d, want the API's 401", rec.Code)
+		}
+	}
+	if n := f.ccRequests(); n != tokens {
+		t.Errorf("token requests went from %d to %d: a refused young token made the Gate ask again", tokens, n)
 	}
 }

@@ -102,9 +102,30 @@ func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, nex
 		o.Replay()
 	}
 	g.logger().Info("upstream refused the token (401 invalid_token); replaying the request with a new token",
-		zap.Uint64("version", h.tok.Version))
+		zap.Uint64("version", h.tok.Version), zap.Uint64("new_version", h2.tok.Version))
 	setBearer(r.Header, h2.header)
-	return next(w, r)
+	// The replay's answer goes to the client as it comes; a 401 refusing
+	// its token too is noted, so that the next request does not use it.
+	rw2 := holdPool.Get().(*holdWriter)
+	rw2.reset(w, false, nil)
+	defer rw2.put()
+	err = next(rw2, r)
+	if rw2.rejected {
+		g.replayRefused(h, h2)
+	}
+	return err
+}
+
+// replayRefused notes that the API refused h2, the token a request refused
+// with h was replayed with: the version is rejected (when old enough to
+// be, see tokenSource.reject) and the Gate warns, since a fresh token
+// refused right away means another party is rotating this key's tokens.
+func (g *Gate) replayRefused(h, h2 *held) {
+	now := g.clock.Now()
+	g.src.reject(h2.key, h2.tok.Version, now)
+	g.logger().Warn("upstream refused the replay's token too (401 invalid_token); the client got that answer",
+		zap.Uint64("version", h.tok.Version), zap.Uint64("new_version", h2.tok.Version),
+		zap.Duration("new_age", now.Sub(h2.tok.ObtainedAt)))
 }
 
 // retryToken is the token to replay a request with after the API refused
@@ -323,7 +344,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if o, ok := t.g.cfg.Observer.(ReplayObserver); ok {
 		o.Replay()
 	}
-	return t.base.RoundTrip(r3)
+	resp, err = t.base.RoundTrip(r3)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && challengeRefusesToken(resp.Header) {
+		t.g.replayRefused(h, h2)
+	}
+	return resp, err
 }
 
 // sameOriginAsFirst reports whether req goes to the origin (scheme, host
