@@ -49,19 +49,8 @@ func (s *Server) FailRevocations(status int) { s.revokeFail.Store(int64(status))
 // token of another client is refused with invalid_grant (§2.1).
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	s.revocations.Add(1)
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeOAuthError(w, errf(http.StatusMethodNotAllowed, "invalid_request", "the revocation endpoint accepts POST only"))
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if e := checkForm(r, r.ParseForm()); e != nil {
-		writeOAuthError(w, e)
-		return
-	}
-	c, e := s.authenticateClient(r)
-	if e != nil {
-		writeOAuthError(w, e)
+	c, ok := s.clientForm(w, r, "revocation")
+	if !ok {
 		return
 	}
 	if st := int(s.revokeFail.Load()); st != 0 {

@@ -356,21 +356,33 @@ func (s *Server) newRefreshLocked(fam *family, accessValue string, now time.Time
 	return v
 }
 
-// handleIntrospect serves RFC 7662 token introspection for access and
-// refresh tokens of the authenticated client.
-func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+// clientForm reads the form of a POST to endpoint (a form no larger than
+// maxFormBytes) and authenticates its client as the token endpoint does;
+// on failure it has answered with the RFC 6749 error.
+func (s *Server) clientForm(w http.ResponseWriter, r *http.Request, endpoint string) (*clientState, bool) {
 	if r.Method != http.MethodPost {
-		writeOAuthError(w, errf(http.StatusMethodNotAllowed, "invalid_request", "the introspection endpoint accepts POST only"))
-		return
+		w.Header().Set("Allow", "POST")
+		writeOAuthError(w, errf(http.StatusMethodNotAllowed, "invalid_request", "the %s endpoint accepts POST only", endpoint))
+		return nil, false
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if e := checkForm(r, r.ParseForm()); e != nil {
 		writeOAuthError(w, e)
-		return
+		return nil, false
 	}
 	c, e := s.authenticateClient(r)
 	if e != nil {
 		writeOAuthError(w, e)
+		return nil, false
+	}
+	return c, true
+}
+
+// handleIntrospect serves RFC 7662 token introspection for access and
+// refresh tokens of the authenticated client.
+func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.clientForm(w, r, "introspection")
+	if !ok {
 		return
 	}
 	tok := r.PostForm.Get("token")
