@@ -27,7 +27,7 @@ help:
 	@echo "make caddy           build ./caddy with xcaddy $(XCADDY_VERSION): Caddy $(CADDY_VERSION) + this checkout's caddymodule"
 	@echo "make caddy-check     ./caddy lists http.handlers.oauth2_token; the example Caddyfiles adapt and validate"
 	@echo "make bench           benchmarks with -benchmem -count $(COUNT), summarized by benchstat against the baseline of the same run"
-	@echo "make bench-e2e       wrk through ./caddy: oauth2_token, application (a) and user context over 10,000 connected subjects (c), vs a static Authorization header (b), same upstream; medians, per-round ratios, Caddy CPU per request (~3 min)"
+	@echo "make bench-e2e       wrk through ./caddy: oauth2_token, application (a) and user context over 10,000 connected subjects (c), vs a static Authorization header (b), and (c)'s front handler with the static header (d); medians, per-round ratios, Caddy CPU per request (~4 min)"
 	@echo "make bench-e2e-instructions  the same sites with Caddy under callgrind: instructions per request, steady on a busy machine (~6 min)"
 	@echo "make fuzz            every fuzz target for FUZZTIME each (default $(FUZZTIME)), one after another, with its execs/s; new crashers land in testdata/fuzz"
 	@echo "make lint            gofmt check + go vet"

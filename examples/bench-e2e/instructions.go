@@ -100,7 +100,7 @@ type irResult struct {
 
 // measureInstructions runs the rounds of instruction counts and reports
 // them.
-func measureInstructions(ctx context.Context, out io.Writer, o options, cnt *counter, sites []*site, base *site, users []string, up *upstream) error {
+func measureInstructions(ctx context.Context, out io.Writer, o options, cnt *counter, sites []*site, base *site, pairs [][2]*site, users []string, up *upstream) error {
 	tr := &http.Transport{MaxIdleConnsPerHost: 1}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: time.Minute}
@@ -147,13 +147,13 @@ func measureInstructions(ctx context.Context, out io.Writer, o options, cnt *cou
 			fmt.Fprintf(out, row, strconv.Itoa(r), s.name, fmt.Sprintf("%.0f", res.ir))
 		}
 	}
-	reportInstructions(out, results, base, sites)
+	reportInstructions(out, results, base, sites, pairs)
 	return nil
 }
 
 // reportInstructions prints each site's median and its ratios to base's,
 // per round (back to back) and of the medians.
-func reportInstructions(out io.Writer, results []irResult, base *site, sites []*site) {
+func reportInstructions(out io.Writer, results []irResult, base *site, sites []*site, pairs [][2]*site) {
 	per := func(s *site) map[int]float64 {
 		m := map[int]float64{}
 		for _, r := range results {
@@ -175,11 +175,15 @@ func reportInstructions(out io.Writer, results []irResult, base *site, sites []*
 	for _, s := range sites {
 		fmt.Fprintf(out, "  %s %-52s %9.0f\n", s.name, s.desc, med(per(s)))
 	}
+	var cmp [][2]*site
 	for _, s := range sites {
-		if s == base {
-			continue
+		if s != base {
+			cmp = append(cmp, [2]*site{s, base})
 		}
-		m := per(s)
+	}
+	for _, p := range append(cmp, pairs...) {
+		s, base := p[0], p[1]
+		m, b := per(s), per(base)
 		var ratios []float64
 		for r, v := range m {
 			if bv, ok := b[r]; ok && bv > 0 {
@@ -189,7 +193,7 @@ func reportInstructions(out io.Writer, results []irResult, base *site, sites []*
 		slices.Sort(ratios)
 		line := fmt.Sprintf("instructions per request %s/%s: %.4f (of the medians; per-round median %.4f, range %s)",
 			s.name, base.name, med(m)/med(b), median(ratios), fmtRange(ratios))
-		if s.name == "a" {
+		if s.name == "a" && base.name == "b" {
 			line += fmt.Sprintf("; target ≤ %.2f: %s", targetAppCPU, verdict(med(m)/med(b) <= targetAppCPU))
 		}
 		fmt.Fprintln(out, line)

@@ -1,7 +1,7 @@
 // Command bench-e2e measures what the oauth2_token module costs a real
 // Caddy, end to end over loopback: `make bench-e2e`.
 //
-// One ./caddy process (built by `make caddy`) serves three sites:
+// One ./caddy process (built by `make caddy`) serves four sites:
 //
 //	(a) oauth2_token (client_credentials) + reverse_proxy: the module gets
 //	    a token from the fake TaskNation token endpoint and injects it into
@@ -12,21 +12,23 @@
 //	    reverse_proxy (user context): request_header copies the load
 //	    generator's X-Bench-User into X-Tokengate-Subject, standing for the
 //	    login in front (forward_auth, basic_auth) that sets a trusted
-//	    subject header; the module injects that subject's token.
+//	    subject header; the module injects that subject's token;
+//	(d) (c) with the static header instead of the module: c/d is what the
+//	    module costs in the user context, c/b adds its front handler.
 //
 // Before the rounds, -users subjects (user-0 … user-9999 by default) connect
 // through (c) with the real flow, as a browser would: /oauth2/connect, the
 // fake's authorization page, the callback. The load then names a different
-// subject on every request, round-robin over all of them; (a) and (b) get
-// the very same requests (they ignore the header), so that the load
-// generator costs the same on every site.
+// subject on every request, round-robin over all of them; (a), (b) and (d)
+// get the very same requests, so that the load generator costs the same on
+// every site.
 //
-// All three proxy to the same trivial upstream, which answers 200 to any
+// All four proxy to the same trivial upstream, which answers 200 to any
 // "Bearer" request and counts which kind of token it saw, so that each run
 // proves that its configuration was in effect. Load comes from wrk (one
 // thread, 50 connections by default, the subject rotation in a Lua script)
 // or, when wrk is not installed, from a small Go load generator. Rounds
-// rotate the order of the sites (abc, bca, cab, …). Each run also measures
+// rotate the order of the sites (abcd, bcda, …). Each run also measures
 // the CPU time the Caddy process used, per request proxied (Linux only).
 // The report gives every run, the medians per site, the throughput and
 // CPU-per-request ratios of (a) and (c) to (b) with their targets, and the
@@ -189,13 +191,13 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	defer up.close()
 
-	portA, portB, portC := freePort(), freePort(), freePort()
-	if portA == "" || portB == "" || portC == "" {
+	portA, portB, portC, portD := freePort(), freePort(), freePort(), freePort()
+	if portA == "" || portB == "" || portC == "" || portD == "" {
 		return errors.New("no free loopback port")
 	}
 	hostC := "http://127.0.0.1:" + portC
 	fake.AddRedirectURI(tasknationtest.DefaultClientID, hostC+"/oauth2/callback")
-	cfg := caddyfile(dir, fake.TokenURL(), fake.AuthURL(), up.addr, portA, portB, portC)
+	cfg := caddyfile(dir, fake.TokenURL(), fake.AuthURL(), up.addr, portA, portB, portC, portD)
 	cfgPath := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
@@ -207,6 +209,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	a := newSite("a", "oauth2_token (client_credentials) + reverse_proxy", portA, kindGate)
 	b := newSite("b", "static header_up Authorization + reverse_proxy", portB, kindStatic)
 	c := newSite("c", "request_header + oauth2_token (user) + reverse_proxy", portC, kindGate)
+	d := newSite("d", "request_header + static header_up + reverse_proxy", portD, kindStatic)
 
 	version := "unknown version"
 	if v, err := exec.Command(caddyBin, "version").Output(); err == nil && len(bytes.Fields(v)) > 0 {
@@ -214,8 +217,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "bench-e2e: %s (Caddy %s), load from %s over %d subjects, %d rounds × %s per site, rotating\n",
 		o.caddy, version, loaderName, o.users, o.rounds, o.duration)
-	fmt.Fprintf(out, "  a: %s\n  b: %s\n  c: %s\n  upstream: Go HTTP server on %s (200 to any Bearer request)\n",
-		a.desc, b.desc, c.desc, up.addr)
+	fmt.Fprintf(out, "  a: %s\n  b: %s\n  c: %s\n  d: %s\n  upstream: Go HTTP server on %s (200 to any Bearer request)\n",
+		a.desc, b.desc, c.desc, d.desc, up.addr)
 
 	// (c) answers nothing but errors until its subjects connect: (a) and
 	// (b) tell when Caddy is up.
@@ -228,7 +231,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		ready = 5 * time.Minute // valgrind runs Caddy ~50 times slower
 		fmt.Fprintf(out, "  instructions: Caddy under callgrind, %d requests per site and round, one connection\n", o.instructions)
 	}
-	stopCaddy, pid, err := startCaddy(ctx, caddyBin, cfgPath, filepath.Join(dir, "caddy.log"), []*site{a, b}, up, wrap, env, ready)
+	stopCaddy, pid, err := startCaddy(ctx, caddyBin, cfgPath, filepath.Join(dir, "caddy.log"), []*site{a, b, d}, up, wrap, env, ready)
 	if err != nil {
 		return err
 	}
@@ -252,7 +255,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	fmt.Fprintln(out)
 	if o.instructions > 0 {
-		return measureInstructions(ctx, out, o, &counter{pid: pid, dir: dir}, []*site{a, b, c}, b, users, up)
+		return measureInstructions(ctx, out, o, &counter{pid: pid, dir: dir}, []*site{a, b, c, d}, b, [][2]*site{{c, d}}, users, up)
 	}
 
 	// One run: load the site, then check that every request the upstream
@@ -283,7 +286,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return res, nil
 	}
 
-	sites := []*site{a, b, c}
+	sites := []*site{a, b, c, d}
 	for _, s := range sites {
 		if _, err := measure(s, o.warmup, 0); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
@@ -329,6 +332,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	report(out, results, b, []comparison{
 		{s: a, minRPS: targetApp, maxCPU: targetAppCPU},
 		{s: c, minRPS: targetUser},
+		{s: c, base: d},
 	}, sites)
 	return nil
 }
@@ -346,8 +350,9 @@ func roundOrder(sites []*site, round int) []*site {
 // (0: none).
 type comparison struct {
 	s      *site
-	minRPS float64 // throughput ratio to the baseline, at least
-	maxCPU float64 // CPU-per-request ratio to the baseline, at most
+	base   *site   // nil: report's base
+	minRPS float64 // throughput ratio to the baseline, at least (0: no target)
+	maxCPU float64 // CPU-per-request ratio to the baseline, at most (0: no target)
 }
 
 // siteMedians picks s's runs out of results and returns the median
@@ -387,6 +392,11 @@ func cpuOf(r result) float64 { return r.cpu }
 // report prints the medians per site, the per-round ratios, and the
 // ratios of each compared site to the baseline with their targets.
 func report(out io.Writer, results []result, base *site, cmps []comparison, sites []*site) {
+	for i := range cmps {
+		if cmps[i].base == nil {
+			cmps[i].base = base
+		}
+	}
 	type med struct {
 		rps, cpu float64
 		p99      time.Duration
@@ -415,11 +425,11 @@ func report(out io.Writer, results []result, base *site, cmps []comparison, site
 		val  func(result) float64
 	}{{"req/s", rpsOf}, {"CPU/req", cpuOf}} {
 		for _, c := range cmps {
-			rs, xs := pairedRatios(results, c.s, base, m.val)
-			cols = append(cols, column{fmt.Sprintf("%s/%s %s", c.s.name, base.name, m.name), rs, xs})
+			rs, xs := pairedRatios(results, c.s, c.base, m.val)
+			cols = append(cols, column{fmt.Sprintf("%s/%s %s", c.s.name, c.base.name, m.name), rs, xs})
 		}
 	}
-	fmt.Fprintf(out, "\nper-round ratios to %s (same round, back to back):\n%5s", base.name, "round")
+	fmt.Fprintf(out, "\nper-round ratios (same round, back to back):\n%5s", "round")
 	for _, c := range cols {
 		fmt.Fprintf(out, "  %11s", c.head)
 	}
@@ -438,16 +448,20 @@ func report(out io.Writer, results []result, base *site, cmps []comparison, site
 
 	fmt.Fprintln(out)
 	for _, c := range cmps {
-		_, xs := pairedRatios(results, c.s, base, rpsOf)
-		ratio := meds[c.s].rps / meds[base].rps
-		fmt.Fprintf(out, "throughput %s/%s: %s (of the medians; per-round median %s, range %s); target ≥ %.2f: %s\n",
-			c.s.name, base.name, fmtRatio(ratio), fmtRatio(median(xs)), fmtRange(xs), c.minRPS, verdict(ratio >= c.minRPS))
+		_, xs := pairedRatios(results, c.s, c.base, rpsOf)
+		ratio := meds[c.s].rps / meds[c.base].rps
+		line := fmt.Sprintf("throughput %s/%s: %s (of the medians; per-round median %s, range %s)",
+			c.s.name, c.base.name, fmtRatio(ratio), fmtRatio(median(xs)), fmtRange(xs))
+		if c.minRPS > 0 {
+			line += fmt.Sprintf("; target ≥ %.2f: %s", c.minRPS, verdict(ratio >= c.minRPS))
+		}
+		fmt.Fprintln(out, line)
 	}
 	for _, c := range cmps {
-		_, xs := pairedRatios(results, c.s, base, cpuOf)
-		ratio := meds[c.s].cpu / meds[base].cpu
+		_, xs := pairedRatios(results, c.s, c.base, cpuOf)
+		ratio := meds[c.s].cpu / meds[c.base].cpu
 		line := fmt.Sprintf("Caddy CPU per request %s/%s: %s (of the medians; per-round median %s, range %s)",
-			c.s.name, base.name, fmtRatio(ratio), fmtRatio(median(xs)), fmtRange(xs))
+			c.s.name, c.base.name, fmtRatio(ratio), fmtRatio(median(xs)), fmtRange(xs))
 		switch {
 		case c.maxCPU == 0:
 		case math.IsNaN(ratio):
@@ -481,7 +495,7 @@ func fmtRange(xs []float64) string {
 }
 
 // caddyfile is the config of the three sites, identical but for the auth.
-func caddyfile(dir, tokenURL, authURL, upstream, portA, portB, portC string) string {
+func caddyfile(dir, tokenURL, authURL, upstream, portA, portB, portC, portD string) string {
 	return fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -540,8 +554,21 @@ http://:%[8]s {
 		}
 	}
 }
+
+# (d) the baseline of (c): the same handler in front and a constant token,
+# so that c/d is what the module costs in the user context.
+http://:%[13]s {
+	bind 127.0.0.1
+	route {
+		request_header %[12]s {http.request.header.%[11]s}
+		reverse_proxy %[3]s {
+			header_up Host {upstream_hostport}
+			header_up Authorization "Bearer %[7]s"
+		}
+	}
+}
 `, filepath.Join(dir, "storage"), tokenURL, upstream, portA, tasknationtest.DefaultClientID, portB, staticToken,
-		portC, authURL, userScopes, subjectHeader, trustedHeader)
+		portC, authURL, userScopes, subjectHeader, trustedHeader, portD)
 }
 
 // startCaddy runs caddy with the config and waits until the sites answer
