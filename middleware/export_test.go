@@ -49,3 +49,9 @@ func StartCoarseClock(now func() time.Time, tick time.Duration) (read func() tim
 func CacheUserForTest(g *Gate, subject string, tok *tokenstore.Token) error {
 	return g.users.cache.Set(context.Background(), g.users.subjectKey(subject), tok)
 }
+
+// EvictCacheForTest drops subject's set from the Gate's bigcache layer
+// only, as bigcache does when it runs out of room.
+func EvictCacheForTest(g *Gate, subject string) error {
+	return g.users.cache.Delete(context.Background(), g.users.subjectKey(subject))
+}

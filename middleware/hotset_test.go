@@ -142,3 +142,31 @@ func TestCoarseClock_FollowsWallJumps(t *testing.T) {
 		t.Fatalf("after stop the coarse clock moved from %v to %v", last, got)
 	}
 }
+
+// TestHotSet_RefusedAfterCacheEviction: the bigcache layer let a subject's
+// set go (it ran out of room) while the hot set still holds it; the API
+// refuses its token: the hot set stops serving it, and the next request
+// reads the set again from the store.
+func TestHotSet_RefusedAfterCacheEviction(t *testing.T) {
+	f, subjects := manyConnected(t, 1)
+	alice := subjects[0]
+	for range 2 {
+		if _, err := f.gate.UserToken(context.Background(), alice); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !middleware.HotHit(f.gate, alice) {
+		t.Fatal("alice is not in the hot set")
+	}
+	tok, _ := f.gate.UserToken(context.Background(), alice)
+	if err := middleware.EvictCacheForTest(f.gate, alice); err != nil {
+		t.Fatal(err)
+	}
+	f.gate.Invalidate(alice, tok.Version)
+	if middleware.HotHit(f.gate, alice) {
+		t.Error("the hot set still serves the refused token after the cache let the set go")
+	}
+	if got, err := f.gate.UserToken(context.Background(), alice); err != nil || got.Version != tok.Version {
+		t.Errorf("after the eviction: %v, version %d, want the store's set %d", err, got.Version, tok.Version)
+	}
+}

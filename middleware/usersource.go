@@ -503,7 +503,10 @@ func (u *userSource) drop(key string, log *zap.Logger) error {
 func (u *userSource) reject(key string, version uint64, now time.Time) bool {
 	tok, err := u.cache.Get(context.Background(), key)
 	if err != nil || tok.Version != version {
-		return true // moved past it already
+		// Moved past it already, or the cache let the set go (size): the
+		// hot set must not go on serving it either.
+		u.hot.drop(key)
+		return true
 	}
 	if young(tok, now) {
 		return false
