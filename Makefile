@@ -14,7 +14,7 @@ CADDY_VERSION   = $(shell awk '$$1 == "github.com/caddyserver/caddy/v2" { print 
 # What the module compiles from: a change to any of these rebuilds ./caddy.
 CADDY_SRC      := go.mod go.sum $(shell find caddymodule middleware tokenstore -name '*.go' ! -name '*_test.go' 2>/dev/null)
 
-.PHONY: all test deps browser-deps redis-deps vet race demo demo-standalone bench bench-e2e bench-e2e-instructions caddy-check fuzz lint fmt help
+.PHONY: all test deps browser-deps redis-deps vet race demo demo-standalone bench bench-e2e bench-e2e-instructions caddy-check readme-xcaddy-check fuzz lint fmt help
 
 all: test
 
@@ -160,10 +160,24 @@ caddy: $(XCADDY) $(CADDY_SRC)
 		--replace $$mod=. \
 		--output $(CURDIR)/caddy
 
+# The README's "# today" xcaddy block, run as a user would: in a temporary
+# directory outside the repository, with the checkout at ./tokengate and
+# xcaddy on PATH. The Caddy it builds must list the module (the build
+# reuses the module and build caches `make caddy` warmed).
+readme-xcaddy-check: $(XCADDY)
+	@dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; ln -s $(CURDIR) "$$dir/tokengate"; \
+	awk '/^# today$$/ {f = 1; next} f && /^```/ {exit} f' README.md > "$$dir/build.sh"; \
+	grep -q 'xcaddy build' "$$dir/build.sh" || { echo "readme-xcaddy-check: no '# today' xcaddy block in README.md"; exit 1; }; \
+	(cd "$$dir" && PATH="$(dir $(XCADDY)):$$PATH" sh ./build.sh > build.log 2>&1) \
+		|| { cat "$$dir/build.log"; echo "readme-xcaddy-check: the README's xcaddy line failed outside the repository"; exit 1; }; \
+	"$$dir/caddy" list-modules | grep -qx 'http.handlers.oauth2_token' \
+		|| { echo "readme-xcaddy-check: the README's Caddy does not list http.handlers.oauth2_token"; exit 1; }; \
+	echo "readme-xcaddy-check: ok: the README's xcaddy line builds a Caddy with the module outside the repository"
+
 # adapt --validate also provisions every module, oauth2_token included, so
 # the {env.*} placeholders of the example Caddyfiles get stand-in values
 # (adapt itself leaves placeholders as they are). Nothing is started.
-caddy-check: caddy
+caddy-check: caddy readme-xcaddy-check
 	@./caddy list-modules | grep -qx 'http.handlers.oauth2_token' \
 		|| { echo "caddy-check: ./caddy does not list http.handlers.oauth2_token"; exit 1; }
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \

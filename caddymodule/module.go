@@ -3,7 +3,17 @@
 // fresh and sets "Authorization: Bearer <token>" on requests before the
 // next handler (usually reverse_proxy) sees them.
 //
-// Build a Caddy with it:
+// Build a Caddy with it. Until the module is published, mark its path
+// private and point it at a checkout (here ./tokengate), or the module
+// proxy's refusal stops the build:
+//
+//	GOPRIVATE=github.com/tasknation/tokengate GONOSUMDB=github.com/tasknation/tokengate \
+//	GOVCS=github.com/tasknation/tokengate:off \
+//	xcaddy build v2.11.9 \
+//		--with github.com/tasknation/tokengate/caddymodule \
+//		--replace github.com/tasknation/tokengate=./tokengate
+//
+// Once it is published:
 //
 //	xcaddy build --with github.com/tasknation/tokengate/caddymodule
 //
