@@ -72,13 +72,19 @@ vet: deps
 
 # caddy-check comes last: on a fresh machine it builds Caddy with xcaddy,
 # which takes minutes.
+# Each phase names itself and what it usually takes on 2 cores, warm (cold:
+# the first run also compiles Caddy twice, ~14 min in all).
 test: vet browser-deps redis-deps
+	@echo "== make test 1/4: go test -race over every package (~2.5 min warm: Caddy, Chromium, Redis Sentinel and Cluster run for real)"
 	$(GO) test -race -count=1 $(PKGS)
 	@# Allocation counts of the hot paths: without the race detector, whose
 	@# sync.Pool drops items at random.
+	@echo "== make test 2/4: allocation counts of the hot paths, without the race detector (~5 s)"
 	$(GO) test -count=1 -run '^TestHotPathAllocs$$' ./middleware/
 	@# Every benchmark once, for the counts they assert (herd, backoff).
+	@echo "== make test 3/4: every benchmark once, for the counts they assert (~15 s)"
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./middleware/ ./tokenstore/
+	@echo "== make test 4/4: caddy-check: ./caddy with xcaddy, the README's xcaddy line outside the repository, the example Caddyfiles (~20 s warm)"
 	$(MAKE) caddy-check
 
 # Fuzzing: go test runs one -fuzz target per invocation, so each runs on
@@ -212,7 +218,7 @@ bench-e2e: caddy
 		|| echo "bench-e2e: wrk not available; falling back to the Go load generator"
 	$(GO) run ./examples/bench-e2e -caddy ./caddy $(BENCH_E2E_FLAGS)
 
-# The same three sites with Caddy under valgrind's callgrind: instructions
+# The same four sites with Caddy under valgrind's callgrind: instructions
 # per request, which come out the same whatever else the machine runs (the
 # load figures above do not). Valgrind from Debian (installed when
 # missing, as root). ~6 min.
