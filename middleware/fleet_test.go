@@ -5,8 +5,6 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tasknation/tokengate/internal/fleettest"
 	"github.com/tasknation/tokengate/internal/redistest"
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
@@ -129,13 +128,7 @@ func newFleetGateway(t *testing.T, r fleetRedis, srv *tasknationtest.Server, clk
 	cfg.ClientID, cfg.ClientSecret = tasknationtest.DefaultClientID, tasknationtest.DefaultClientSecret
 	cfg.Scopes, cfg.Subject = userScopes, basicUser
 	cfg.Store, cfg.Clock, cfg.Logger = store, clk, zap.New(core)
-	g, err := middleware.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	api, _ := url.Parse(srv.URL)
-	hs.Config.Handler = g.Wrap(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(api) }})
+	g := fleettest.Serve(t, hs, srv, cfg)
 	return &fleetGateway{gate: g, url: hs.URL, logs: logs}
 }
 

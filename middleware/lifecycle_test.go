@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/oauth2"
 
+	"github.com/tasknation/tokengate/internal/fleettest"
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 	"github.com/tasknation/tokengate/tokenstore"
@@ -400,13 +400,7 @@ func lifecycleGateway(t *testing.T, srv *tasknationtest.Server, clk *clock, mod 
 		Logger: zap.New(core), Clock: clk,
 	}
 	mod(&cfg)
-	g, err := middleware.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	api, _ := url.Parse(srv.URL)
-	hs.Config.Handler = g.Wrap(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(api) }})
+	g := fleettest.Serve(t, hs, srv, cfg)
 	return &userFixture{srv: srv, gate: g, gw: hs, base: hs.URL, clock: clk, logs: logs}
 }
 

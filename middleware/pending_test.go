@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tasknation/tokengate/internal/fleettest"
 	"github.com/tasknation/tokengate/internal/redistest"
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
@@ -78,13 +78,7 @@ func newPendingFleetWith(t *testing.T, rs *redistest.Server, client func(t *test
 		if mod != nil {
 			mod(&cfg)
 		}
-		g, err := middleware.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { g.Close() })
-		api, _ := url.Parse(p.srv.URL)
-		hs.Config.Handler = g.Wrap(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(api) }})
+		g := fleettest.Serve(t, hs, p.srv, cfg)
 		p.gws[i] = &userFixture{srv: p.srv, gate: g, base: hs.URL, clock: p.clock, logs: logs}
 	}
 	return p

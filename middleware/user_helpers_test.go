@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tasknation/tokengate/internal/fleettest"
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
@@ -64,14 +64,7 @@ func newUserFixture(t testing.TB, srvOpts tasknationtest.Options, mod func(*midd
 	if mod != nil {
 		mod(&cfg)
 	}
-	g, err := middleware.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	f.gate = g
-	api, _ := url.Parse(f.srv.URL)
-	f.gw.Config.Handler = g.Wrap(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(api) }})
+	f.gate = fleettest.Serve(t, f.gw, f.srv, cfg)
 	return f
 }
 

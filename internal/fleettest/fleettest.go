@@ -192,14 +192,21 @@ func (f *Fleet) Gateway(t testing.TB, grant string, store tokenstore.Store, skew
 	if mod != nil {
 		mod(&cfg)
 	}
+	return &Gateway{Gate: Serve(t, hs, f.Srv, cfg), URL: hs.URL, Logs: logs}
+}
+
+// Serve makes the Gate of cfg, closed when the test ends, and has hs serve
+// it in front of srv's API (a reverse proxy to the fake's own address).
+func Serve(t testing.TB, hs *httptest.Server, srv *tasknationtest.Server, cfg middleware.Config) *middleware.Gate {
+	t.Helper()
 	g, err := middleware.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	api, _ := url.Parse(f.Srv.URL)
+	api, _ := url.Parse(srv.URL)
 	hs.Config.Handler = g.Wrap(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(api) }})
-	return &Gateway{Gate: g, URL: hs.URL, Logs: logs}
+	return g
 }
 
 // Answer is what a client got.
