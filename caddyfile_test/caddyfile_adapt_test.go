@@ -178,13 +178,13 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		if bytes.Contains(got, []byte(`"client_secret":"{env.TN_CLIENT_SECRET}"`)) {
 			literal++
 		}
-		if bytes.Contains(got, []byte(`"encryption_key":"{env.TOKENGATE_KEY}"`)) {
+		if bytes.Contains(got, []byte(`"encryption_keys":["{env.TOKENGATE_KEY}"`)) {
 			key++
 		}
-		if bytes.Contains(got, []byte(`"older_encryption_keys":["{env.TOKENGATE_OLD_KEY}"`)) {
+		if bytes.Contains(got, []byte(`"encryption_keys":["{env.TOKENGATE_KEY}","{env.TOKENGATE_OLD_KEY}"`)) {
 			olderKey++
 		}
-		if bytes.Contains(got, []byte(`"redis_password":"{env.REDIS_PASSWORD}"`)) {
+		if bytes.Contains(got, []byte(`"password":"{env.REDIS_PASSWORD}"`)) {
 			redisPassword++
 		}
 	}
@@ -193,13 +193,13 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		t.Errorf(`no adapted fixture has "client_secret":"{env.TN_CLIENT_SECRET}" literally`)
 	}
 	if key == 0 {
-		t.Errorf(`no adapted fixture has "encryption_key":"{env.TOKENGATE_KEY}" literally`)
+		t.Errorf(`no adapted fixture has "encryption_keys":["{env.TOKENGATE_KEY}",...] literally`)
 	}
 	if olderKey == 0 {
-		t.Errorf(`no adapted fixture has "older_encryption_keys":["{env.TOKENGATE_OLD_KEY}",...] literally`)
+		t.Errorf(`no adapted fixture has "encryption_keys":["{env.TOKENGATE_KEY}","{env.TOKENGATE_OLD_KEY}",...] literally`)
 	}
 	if redisPassword == 0 {
-		t.Errorf(`no adapted fixture has "redis_password":"{env.REDIS_PASSWORD}" literally`)
+		t.Errorf(`no adapted fixture has "password":"{env.REDIS_PASSWORD}" literally`)
 	}
 }
 

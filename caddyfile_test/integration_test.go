@@ -409,7 +409,9 @@ func TestAdminReload_KeepsTokenUnlessClientChanges(t *testing.T) {
 }
 
 // gatewayJSON is a config written by hand, not adapted: the JSON field
-// names are an interface of their own. The secret comes from a file.
+// names are an interface of their own. The secret comes from a file;
+// durations are written as people write them ("5s"), which
+// caddy.Duration reads as well as nanoseconds.
 const gatewayJSON = `{
 	"admin": {"listen": "%[1]s", "config": {"persist": false}},
 	"storage": {"module": "file_system", "root": %[2]q},
@@ -430,10 +432,11 @@ const gatewayJSON = `{
 								"client_id": "{env.TN_CLIENT_ID}",
 								"client_secret": "{file.%[5]s}",
 								"scopes": ["demand::categories"],
-								"request_timeout": 5000000000,
+								"request_timeout": "5s",
 								"refresh_window": 0.25,
-								"min_backoff": 100000000,
-								"max_backoff": 10000000000
+								"min_backoff": "100ms",
+								"max_backoff": 10000000000,
+								"store": {"kind": "memory"}
 							},
 							{
 								"handler": "reverse_proxy",

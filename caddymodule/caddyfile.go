@@ -1,10 +1,8 @@
 package caddymodule
 
 import (
-	"errors"
-	"fmt"
+	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -13,7 +11,6 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/tasknation/tokengate/middleware"
-	"github.com/tasknation/tokengate/tokenstore"
 )
 
 func init() {
@@ -84,415 +81,381 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // default. store redis takes one server's address, or none with
 // redis_sentinel (a primary the sentinels name) or redis_cluster (some
 // nodes of a cluster). encryption_key's first key seals, the older keys
-// only open (a key rotation; older_encryption_keys in JSON). Each
-// subdirective may appear once. Values are
-// checked here as far as they can be without resolving placeholders, so
-// that `caddy adapt` reports mistakes, at the line of the subdirective.
+// only open (a key rotation). Each subdirective may appear once.
+//
+// The block is read into the nested JSON (the store, its redis and the
+// authorization_code objects); a subdirective of an object the block
+// does not have (redis_tls without store redis, user without grant
+// authorization_code) is an error at its line. The rules are Validate's:
+// it runs on the result, and its error is reported at the line of the
+// subdirective at fault, or of the directive when that is missing.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
+	b := block{h: h, directive: *d, at: map[string]caddyfile.Dispenser{}}
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
-	// at is where each subdirective was, for the errors found after the
-	// block is read.
-	at := map[string]caddyfile.Dispenser{}
 	for d.NextBlock(0) {
 		sub := d.Val()
-		if seen[sub] {
+		if _, dup := b.at[sub]; dup {
 			return d.Errf("oauth2_token: duplicate subdirective %q", sub)
 		}
-		seen[sub] = true
-		at[sub] = *d
-		// one reads the single argument of sub. An extra argument is
-		// not quoted back: it may be part of a secret.
-		one := func(dst *string) error {
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			*dst = d.Val()
-			if d.NextArg() {
-				return d.Errf("oauth2_token: %s takes one argument", sub)
-			}
-			return nil
-		}
-		// duration reads a positive duration into dst.
-		duration := func(dst *caddy.Duration) error {
-			var s string
-			if err := one(&s); err != nil {
-				return err
-			}
-			if err := dst.UnmarshalJSON([]byte(strconv.Quote(s))); err != nil || *dst <= 0 {
-				return d.Errf("oauth2_token: %s: %q is not a positive duration", sub, s)
-			}
-			return nil
-		}
-		var err error
-		switch sub {
-		case "provider":
-			if err = one(&h.Provider); err == nil && h.Provider != "tasknation" && h.Provider != "generic" {
-				return d.Errf("oauth2_token: provider: unknown provider %q (want tasknation or generic)", h.Provider)
-			}
-		case "token_url":
-			err = one(&h.TokenURL)
-		case "client_id":
-			err = one(&h.ClientID)
-		case "client_secret":
-			err = one(&h.ClientSecret)
-		case "grant":
-			if err = one(&h.Grant); err == nil && h.Grant != middleware.GrantClientCredentials && h.Grant != middleware.GrantAuthorizationCode {
-				return d.Errf("oauth2_token: grant: unknown grant %q (want client_credentials or authorization_code)", h.Grant)
-			}
-		case "store":
-			args := d.RemainingArgs()
-			switch {
-			case len(args) == 0:
-				return d.ArgErr()
-			case args[0] == storeFile && len(args) == 1:
-				return d.Errf("oauth2_token: store: file needs a directory: store file <dir>")
-			case args[0] == storeFile && len(args) == 2:
-				h.Store, h.StoreDir = args[0], args[1]
-			case args[0] == storeRedis && len(args) == 1:
-				h.Store = args[0] // the servers come with redis_sentinel or redis_cluster
-			case args[0] == storeRedis && len(args) <= 3:
-				if other := firstSeen(seen, "redis_sentinel", "redis_cluster"); other != "" {
-					return d.Errf("oauth2_token: store: redis with an address and %s: give one of store redis <host:port>, redis_sentinel and redis_cluster", other)
-				}
-				h.Store, h.RedisAddr = args[0], args[1]
-				if len(args) == 3 {
-					db, err := strconv.Atoi(args[2])
-					if err != nil || db < 0 {
-						return d.Errf("oauth2_token: store: redis database %q is not a number 0 or more (store redis <host:port> [<db>])", args[2])
-					}
-					h.RedisDB = db
-				}
-			case (args[0] == storeMemory || args[0] == storeCaddy) && len(args) == 1:
-				h.Store = args[0]
-			case args[0] == storeMemory || args[0] == storeCaddy || args[0] == storeFile || args[0] == storeRedis:
-				return d.Errf("oauth2_token: store: too many arguments (want %s)", storeChoices)
-			default:
-				return d.Errf("oauth2_token: store: unknown store %q (want %s)", args[0], storeChoices)
-			}
-		case "redis_password":
-			err = one(&h.RedisPassword)
-		case "redis_username":
-			err = one(&h.RedisUsername)
-		case "redis_tls":
-			var s string
-			if err = one(&s); err == nil {
-				switch s {
-				case "on":
-					h.RedisTLS = true
-				case "off":
-					h.RedisTLS = false
-				default:
-					return d.Errf("oauth2_token: redis_tls: %q is not on or off", s)
-				}
-			}
-		case "redis_namespace":
-			err = one(&h.RedisNamespace)
-		case "redis_sentinel", "redis_cluster":
-			args := d.RemainingArgs()
-			if h.RedisAddr != "" {
-				return d.Errf("oauth2_token: %s: store redis has an address already: give one of store redis <host:port>, redis_sentinel and redis_cluster", sub)
-			}
-			if other := map[string]string{"redis_sentinel": "redis_cluster", "redis_cluster": "redis_sentinel"}[sub]; seen[other] {
-				return d.Errf("oauth2_token: %s: %s is given already: give one of them", sub, other)
-			}
-			if sub == "redis_sentinel" {
-				if len(args) < 2 {
-					return d.Errf("oauth2_token: redis_sentinel: want the master name and the sentinels: redis_sentinel <master> <host:port...>")
-				}
-				h.RedisSentinelMaster, args = args[0], args[1:]
-			} else if len(args) == 0 {
-				return d.Errf("oauth2_token: redis_cluster: want the addresses of some nodes: redis_cluster <host:port...>")
-			}
-			for _, a := range args {
-				if !hasPlaceholder(a) {
-					if err := checkRedisAddr(sub, a); err != nil {
-						return d.WrapErr(err)
-					}
-				}
-			}
-			if sub == "redis_sentinel" {
-				h.RedisSentinelAddrs = args
-			} else {
-				h.RedisClusterAddrs = args
-			}
-		case "redis_sentinel_password":
-			err = one(&h.RedisSentinelPassword)
-		case "redis_min_replicas":
-			var v string
-			if err = one(&v); err == nil {
-				switch n, perr := strconv.Atoi(v); {
-				case v == "auto":
-					h.RedisMinReplicas = 0
-				case v == "off":
-					h.RedisMinReplicas = -1
-				case perr != nil || n < 1:
-					return d.Errf("oauth2_token: redis_min_replicas: %q is not a number of replicas (1 or more), auto or off", v)
-				default:
-					h.RedisMinReplicas = n
-				}
-			}
-		case "redis_wait_timeout":
-			err = duration(&h.RedisWaitTimeout)
-		case "encryption_key":
-			keys := d.RemainingArgs()
-			if len(keys) == 0 {
-				return d.ArgErr()
-			}
-			h.EncryptionKey, h.OlderEncryptionKeys = keys[0], keys[1:]
-			if len(h.OlderEncryptionKeys) == 0 {
-				h.OlderEncryptionKeys = nil
-			}
-			if _, err := sealKeys(keys, nil); err != nil {
-				return d.WrapErr(err)
-			}
-		case "scopes":
-			h.Scopes = d.RemainingArgs()
-			if len(h.Scopes) == 0 {
-				return d.ArgErr()
-			}
-		case "request_timeout":
-			err = duration(&h.RequestTimeout)
-		case "max_replay_body":
-			var v string
-			if err = one(&v); err == nil {
-				if v == "-1" || v == "off" {
-					h.MaxReplayBody = -1
-				} else if n, perr := humanize.ParseBytes(v); perr != nil || n == 0 || n > 1<<30 {
-					return d.Errf("oauth2_token: max_replay_body: %q is not a size between 1B and 1GiB (or off)", v)
-				} else {
-					h.MaxReplayBody = int64(n)
-				}
-			}
-		case "refresh_window":
-			var s string
-			if err = one(&s); err == nil {
-				if h.RefreshWindow, err = strconv.ParseFloat(s, 64); err != nil || h.RefreshWindow <= 0 || h.RefreshWindow >= 1 {
-					return d.Errf("oauth2_token: refresh_window: %q is not a fraction between 0 and 1", s)
-				}
-			}
-		case "backoff":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.ArgErr()
-			}
-			for i, dst := range []*caddy.Duration{&h.MinBackoff, &h.MaxBackoff} {
-				if err := dst.UnmarshalJSON([]byte(strconv.Quote(args[i]))); err != nil || *dst <= 0 {
-					return d.Errf("oauth2_token: backoff: %q is not a positive duration", args[i])
-				}
-			}
-		case "user":
-			if err = one(&h.User); err == nil {
-				if err := checkUser(h.User); err != nil {
-					return d.Err(err.Error())
-				}
-			}
-		case "redirect_uri":
-			err = one(&h.RedirectURI)
-		case "auth_url":
-			err = one(&h.AuthURL)
-		case "connect_path":
-			err = one(&h.ConnectPath)
-		case "callback_path":
-			err = one(&h.CallbackPath)
-		case "disconnect_path":
-			err = one(&h.DisconnectPath)
-		case "status_path":
-			err = one(&h.StatusPath)
-		case "revocation_url":
-			err = one(&h.RevocationURL)
-		case "events_include_subject":
-			var s string
-			if err = one(&s); err == nil {
-				switch s {
-				case "on":
-					h.EventsIncludeSubject = true
-				case "off":
-					h.EventsIncludeSubject = false
-				default:
-					return d.Errf("oauth2_token: events_include_subject: %q is not on or off", s)
-				}
-			}
-		case "pkce":
-			var s string
-			if err = one(&s); err == nil {
-				switch s {
-				case "on":
-					h.DisablePKCE = false
-				case "off":
-					h.DisablePKCE = true
-				default:
-					return d.Errf("oauth2_token: pkce: %q is not on or off", s)
-				}
-			}
-		case "connected_redirect":
-			err = one(&h.ConnectedRedirect)
-		case "state_lifetime":
-			err = duration(&h.StateLifetime)
-		case "max_pending_states", "max_pending_per_subject", "max_callback_query", "cache_size":
-			dst := map[string]*int{"max_pending_states": &h.MaxPendingStates, "max_pending_per_subject": &h.MaxPendingPerSubject,
-				"max_callback_query": &h.MaxCallbackQuery, "cache_size": &h.CacheSizeMB}[sub]
-			var v string
-			if err = one(&v); err == nil {
-				n, perr := strconv.Atoi(v)
-				if sub == "max_callback_query" {
-					var b uint64
-					b, perr = humanize.ParseBytes(v)
-					n = int(min(b, 1<<30))
-				}
-				if perr != nil || n <= 0 {
-					return d.Errf("oauth2_token: %s: %q is not a positive number", sub, v)
-				}
-				*dst = n
-			}
-		case "grace_period":
-			err = duration(&h.GracePeriod)
-		case "refresh_token_warning":
-			err = duration(&h.RefreshTokenWarning)
-		default:
-			return d.Errf("oauth2_token: unrecognized subdirective %q", sub)
-		}
-		if err != nil {
+		b.at[sub] = *d
+		if err := b.parse(d, sub); err != nil {
 			return err
 		}
 	}
-	if h.Grant == "" || h.Grant == middleware.GrantClientCredentials {
-		// Also what config cannot see: "pkce on" is the zero value.
-		for _, sub := range userOnlySubdirectives {
-			if seen[sub] {
-				return d.Err(userOnly(sub).Error())
-			}
-		}
-	}
-	if h.Store != storeRedis {
-		// Also what config cannot see: "redis_tls off" is the zero value.
-		store := h.Store
-		if store == "" {
-			store = storeMemory
-			if h.Grant == middleware.GrantAuthorizationCode {
-				store = storeCaddy
-			}
-		}
-		for _, sub := range redisSubdirectives {
-			if seen[sub] {
-				d := at[sub]
-				return d.Errf("oauth2_token: %s: only applies to store redis (the store is %s)", sub, store)
-			}
-		}
-	} else if h.RedisAddr == "" && h.RedisSentinelMaster == "" && h.RedisClusterAddrs == nil {
-		d := at["store"]
-		return d.Errf("oauth2_token: store: redis needs an address: store redis <host:port> [<db>], or redis_sentinel <master> <host:port...>, or redis_cluster <host:port...>")
-	}
-	if seen["redis_sentinel_password"] && !seen["redis_sentinel"] {
-		d := at["redis_sentinel_password"]
-		return d.Errf("oauth2_token: redis_sentinel_password: only applies with redis_sentinel")
-	}
-	if err := h.check(); err != nil {
-		return d.WrapErr(err)
-	}
-	return nil
-}
-
-// firstSeen is the first of subs that seen holds, or "".
-func firstSeen(seen map[string]bool, subs ...string) string {
-	for _, s := range subs {
-		if seen[s] {
-			return s
-		}
-	}
-	return ""
-}
-
-// check validates what can be validated before placeholders are resolved.
-func (h *Handler) check() error {
-	c, _, err := h.config(nil)
-	if err != nil {
+	if err := b.assemble(); err != nil {
 		return err
 	}
-	// Stand-ins for values that are placeholders until load time.
-	if c.ClientID == "" {
-		return fmt.Errorf("oauth2_token: client_id is required")
-	}
-	if c.ClientSecret == "" {
-		return fmt.Errorf("oauth2_token: client_secret is required")
-	}
-	if hasPlaceholder(c.TokenURL) {
-		c.TokenURL = ""
-		if c.Provider.TokenURL == "" {
-			c.TokenURL = "https://placeholder.invalid/token"
-		}
-	}
-	if hasPlaceholder(c.AuthURL) {
-		c.AuthURL = "https://placeholder.invalid/auth"
-	}
-	if hasPlaceholder(c.RedirectURI) {
-		path := c.CallbackPath
-		if path == "" {
-			path = middleware.DefaultCallbackPath
-		}
-		c.RedirectURI = "https://placeholder.invalid" + path
-	}
-	if hasPlaceholder(c.RevocationURL) {
-		c.RevocationURL = "https://placeholder.invalid/revoke"
-	}
-	return validate(c)
-}
-
-// validate runs the middleware's checks; a refusal is worded as this
-// module's own (see settingError).
-func validate(c middleware.Config) error {
-	if err := c.Validate(); err != nil {
-		return settingError(err)
+	if err := h.Validate(); err != nil {
+		return b.wrap(err)
 	}
 	return nil
 }
 
-// settingError words a setting that the middleware (a *ConfigError) or
-// the token store (a *tokenstore.KeyError) refuses as this module's own
-// error, "oauth2_token: <subdirective> ...", from the fields of theirs,
-// which it wraps. Other errors get the module's prefix.
-func settingError(err error) error {
-	var ce *middleware.ConfigError
-	var ke *tokenstore.KeyError
-	var msg strings.Builder
-	msg.WriteString("oauth2_token: ")
-	switch {
-	case errors.As(err, &ce):
-		msg.WriteString(ce.Field)
-		detail := ce.Reason
-		if ce.Err != nil {
-			if detail != "" {
-				detail += ": "
-			}
-			detail += ce.Err.Error()
+// Subdirectives by the object of the JSON config they set.
+var (
+	// clientSubdirectives set the handler's own fields and the store.
+	clientSubdirectives = []string{"provider", "token_url", "client_id", "client_secret", "scopes", "grant",
+		"store", "encryption_key", "request_timeout", "max_replay_body", "refresh_window", "backoff"}
+	// redisSubdirectives set store.redis: store redis only.
+	redisSubdirectives = []string{"redis_password", "redis_username", "redis_tls", "redis_namespace",
+		"redis_sentinel", "redis_sentinel_password", "redis_cluster", "redis_min_replicas", "redis_wait_timeout"}
+	// userSubdirectives set authorization_code: grant authorization_code only.
+	userSubdirectives = []string{"user", "redirect_uri", "auth_url", "connect_path", "callback_path", "disconnect_path",
+		"status_path", "revocation_url", "events_include_subject", "pkce", "connected_redirect", "state_lifetime",
+		"max_pending_states", "max_pending_per_subject", "max_callback_query", "cache_size", "grace_period",
+		"refresh_token_warning"}
+)
+
+// grants are the values of the grant subdirective.
+var grants = []string{middleware.GrantClientCredentials, middleware.GrantAuthorizationCode}
+
+// block is an oauth2_token block being read: the objects of the JSON
+// config its subdirectives fill, and where each subdirective was.
+type block struct {
+	h         *Handler
+	directive caddyfile.Dispenser            // at the directive's name
+	at        map[string]caddyfile.Dispenser // at each subdirective's name
+	grant     string
+	store     StoreConfig
+	redis     RedisConfig
+	sentinel  SentinelConfig
+	user      AuthorizationCode
+}
+
+// parse reads the arguments of the subdirective sub, at d.
+func (b *block) parse(d *caddyfile.Dispenser, sub string) error {
+	h, u, rc := b.h, &b.user, &b.redis
+	// one reads the single argument of sub. An extra argument is not
+	// quoted back: it may be part of a secret.
+	one := func(dst *string) error {
+		if !d.NextArg() {
+			return d.ArgErr()
 		}
-		switch {
-		case ce.Value != "":
-			fmt.Fprintf(&msg, " %q: %s", ce.Value, detail)
-		case ce.Reason != "":
-			msg.WriteString(" " + detail)
-		default:
-			msg.WriteString(": " + detail)
+		*dst = d.Val()
+		if d.NextArg() {
+			return d.Errf("oauth2_token: %s takes one argument", sub)
 		}
-	case errors.As(err, &ke):
-		msg.WriteString("encryption_key: encryption key " + ke.Reason)
-	default:
-		return fmt.Errorf("oauth2_token: %w", err)
+		return nil
 	}
-	return &moduleError{msg: msg.String(), err: err}
+	// duration reads a positive duration (0 would be the default).
+	duration := func(dst *caddy.Duration) error {
+		var s string
+		if err := one(&s); err != nil {
+			return err
+		}
+		v, err := caddy.ParseDuration(s)
+		if err != nil || v <= 0 {
+			return d.Errf("oauth2_token: %s: %q is not a positive duration", sub, s)
+		}
+		*dst = caddy.Duration(v)
+		return nil
+	}
+	// onOff reads on or off.
+	onOff := func(dst *bool, on bool) error {
+		var s string
+		if err := one(&s); err != nil {
+			return err
+		}
+		switch s {
+		case "on":
+			*dst = on
+		case "off":
+			*dst = !on
+		default:
+			return d.Errf("oauth2_token: %s: %q is not on or off", sub, s)
+		}
+		return nil
+	}
+	// count reads a positive number (0 would be the default); size in
+	// bytes, as 8KiB, with bytes.
+	count := func(dst *int, bytes bool) error {
+		var v string
+		if err := one(&v); err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(v)
+		if bytes {
+			var size uint64
+			size, err = humanize.ParseBytes(v)
+			n = int(min(size, 1<<30))
+		}
+		if err != nil || n <= 0 {
+			return d.Errf("oauth2_token: %s: %q is not a positive number", sub, v)
+		}
+		*dst = n
+		return nil
+	}
+	switch sub {
+	case "provider":
+		return one(&h.Provider)
+	case "token_url":
+		return one(&h.TokenURL)
+	case "client_id":
+		return one(&h.ClientID)
+	case "client_secret":
+		return one(&h.ClientSecret)
+	case "scopes":
+		if h.Scopes = d.RemainingArgs(); len(h.Scopes) == 0 {
+			return d.ArgErr()
+		}
+	case "grant":
+		if err := one(&b.grant); err != nil {
+			return err
+		}
+		if !slices.Contains(grants, b.grant) {
+			return d.Errf("oauth2_token: grant: unknown grant %q (want client_credentials or authorization_code)%s", b.grant, didYouMean(b.grant, grants))
+		}
+	case "store":
+		return b.parseStore(d)
+	case "encryption_key":
+		if b.store.EncryptionKeys = d.RemainingArgs(); len(b.store.EncryptionKeys) == 0 {
+			return d.ArgErr()
+		}
+	case "request_timeout":
+		return duration(&h.RequestTimeout)
+	case "max_replay_body":
+		var v string
+		if err := one(&v); err != nil {
+			return err
+		}
+		if v == "-1" || v == "off" {
+			h.MaxReplayBody = -1
+		} else if n, err := humanize.ParseBytes(v); err != nil || n == 0 || n > 1<<30 {
+			return d.Errf("oauth2_token: max_replay_body: %q is not a size between 1B and 1GiB (or off)", v)
+		} else {
+			h.MaxReplayBody = int64(n)
+		}
+	case "refresh_window":
+		var s string
+		if err := one(&s); err != nil {
+			return err
+		}
+		// The range is the middleware's rule; 0 would be the default.
+		var err error
+		if h.RefreshWindow, err = strconv.ParseFloat(s, 64); err != nil || h.RefreshWindow == 0 {
+			return d.Errf("oauth2_token: refresh_window: %q is not a fraction between 0 and 1", s)
+		}
+	case "backoff":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return d.ArgErr()
+		}
+		for i, dst := range []*caddy.Duration{&h.MinBackoff, &h.MaxBackoff} {
+			v, err := caddy.ParseDuration(args[i])
+			if err != nil || v <= 0 {
+				return d.Errf("oauth2_token: backoff: %q is not a positive duration", args[i])
+			}
+			*dst = caddy.Duration(v)
+		}
+
+	case "redis_password":
+		return one(&rc.Password)
+	case "redis_username":
+		return one(&rc.Username)
+	case "redis_tls":
+		return onOff(&rc.TLS, true)
+	case "redis_namespace":
+		return one(&rc.Namespace)
+	case "redis_sentinel":
+		args := d.RemainingArgs()
+		if len(args) < 2 {
+			return d.Errf("oauth2_token: redis_sentinel: want the master name and the sentinels: redis_sentinel <master> <host:port...>")
+		}
+		b.sentinel.Master, b.sentinel.Addrs = args[0], args[1:]
+	case "redis_sentinel_password":
+		return one(&b.sentinel.Password)
+	case "redis_cluster":
+		if rc.Cluster = d.RemainingArgs(); len(rc.Cluster) == 0 {
+			return d.Errf("oauth2_token: redis_cluster: want the addresses of some nodes: redis_cluster <host:port...>")
+		}
+	case "redis_min_replicas":
+		var v string
+		if err := one(&v); err != nil {
+			return err
+		}
+		switch n, err := strconv.Atoi(v); {
+		case v == "auto":
+			rc.MinReplicas = 0
+		case v == "off":
+			rc.MinReplicas = -1
+		case err != nil || n < 1:
+			return d.Errf("oauth2_token: redis_min_replicas: %q is not a number of replicas (1 or more), auto or off", v)
+		default:
+			rc.MinReplicas = n
+		}
+	case "redis_wait_timeout":
+		return duration(&rc.WaitTimeout)
+
+	case "user":
+		return one(&u.User)
+	case "redirect_uri":
+		return one(&u.RedirectURI)
+	case "auth_url":
+		return one(&u.AuthURL)
+	case "connect_path":
+		return one(&u.ConnectPath)
+	case "callback_path":
+		return one(&u.CallbackPath)
+	case "disconnect_path":
+		return one(&u.DisconnectPath)
+	case "status_path":
+		return one(&u.StatusPath)
+	case "revocation_url":
+		return one(&u.RevocationURL)
+	case "events_include_subject":
+		return onOff(&u.EventsIncludeSubject, true)
+	case "pkce":
+		return onOff(&u.DisablePKCE, false)
+	case "connected_redirect":
+		return one(&u.ConnectedRedirect)
+	case "state_lifetime":
+		return duration(&u.StateLifetime)
+	case "max_pending_states":
+		return count(&u.MaxPendingStates, false)
+	case "max_pending_per_subject":
+		return count(&u.MaxPendingPerSubject, false)
+	case "max_callback_query":
+		return count(&u.MaxCallbackQuery, true)
+	case "cache_size":
+		return count(&u.CacheSizeMB, false)
+	case "grace_period":
+		return duration(&u.GracePeriod)
+	case "refresh_token_warning":
+		return duration(&u.RefreshTokenWarning)
+	default:
+		known := slices.Concat(clientSubdirectives, redisSubdirectives, userSubdirectives)
+		return d.Errf("oauth2_token: unrecognized subdirective %q%s", sub, didYouMean(sub, known))
+	}
+	return nil
 }
 
-// moduleError is an error worded by this module around another package's.
-type moduleError struct {
-	msg string
-	err error
+// parseStore reads store memory|caddy, store file <dir> and
+// store redis [<host:port> [<db>]].
+func (b *block) parseStore(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	b.store.Kind = args[0]
+	most := 1
+	switch args[0] {
+	case storeFile:
+		if len(args) == 1 {
+			return d.Errf("oauth2_token: store: file needs a directory: store file <dir>")
+		}
+		b.store.Dir, most = args[1], 2
+	case storeRedis:
+		if len(args) > 1 {
+			b.redis.Addr = args[1]
+		}
+		if len(args) > 2 {
+			db, err := strconv.Atoi(args[2])
+			if err != nil || db < 0 {
+				return d.Errf("oauth2_token: store: redis database %q is not a number 0 or more (store redis <host:port> [<db>])", args[2])
+			}
+			b.redis.DB = db
+		}
+		most = 3
+	}
+	if len(args) > most {
+		return d.Errf("oauth2_token: store: too many arguments (want %s)", storeChoices)
+	}
+	return nil
 }
 
-func (e *moduleError) Error() string { return e.msg }
-func (e *moduleError) Unwrap() error { return e.err }
+// assemble puts the objects the block filled into the handler, and
+// refuses a subdirective of an object the block does not have.
+func (b *block) assemble() error {
+	if b.grant == middleware.GrantAuthorizationCode {
+		b.h.AuthorizationCode = &b.user
+	} else if sub := b.first(userSubdirectives); sub != "" {
+		d := b.at[sub]
+		return d.Errf("oauth2_token: %s: only applies to grant authorization_code (the grant is client_credentials)", sub)
+	}
+	if b.store.Kind == storeRedis {
+		b.store.Redis = &b.redis
+		if _, ok := b.at["redis_sentinel"]; ok {
+			b.redis.Sentinel = &b.sentinel
+		} else if _, ok := b.at["redis_sentinel_password"]; ok {
+			d := b.at["redis_sentinel_password"]
+			return d.Errf("oauth2_token: redis_sentinel_password: only applies with redis_sentinel")
+		}
+	} else if sub := b.first(redisSubdirectives); sub != "" {
+		kind := b.store.Kind
+		if kind == "" {
+			kind = storeMemory
+			if b.h.AuthorizationCode != nil {
+				kind = storeCaddy
+			}
+		}
+		d := b.at[sub]
+		return d.Errf("oauth2_token: %s: only applies to store redis (the store is %s)", sub, kind)
+	}
+	if b.store.Kind != "" || b.store.EncryptionKeys != nil {
+		b.h.Store = &b.store
+	}
+	return nil
+}
+
+// first is the subdirective of subs that comes first in the block, or "".
+func (b *block) first(subs []string) string {
+	first, line := "", 0
+	for _, sub := range subs {
+		if d, ok := b.at[sub]; ok && (first == "" || d.Line() < line) {
+			first, line = sub, d.Line()
+		}
+	}
+	return first
+}
+
+// wrap reports err, of Validate, at the line of the subdirective it is
+// about; when the block does not have that one (a required one missing,
+// a default at fault), at the line of the subdirective it depends on, or
+// else of the directive.
+func (b *block) wrap(err error) error {
+	field := errorField(err)
+	d, ok := b.at[field]
+	if !ok {
+		d, ok = b.at[dependsOn[field]]
+	}
+	if !ok {
+		d = b.directive
+	}
+	return d.WrapErr(err)
+}
+
+// dependsOn is, for a setting that may be missing or defaulted, the
+// subdirective that makes it needed or gives its default.
+var dependsOn = map[string]string{
+	"token_url":     "provider",
+	"auth_url":      "provider",
+	"user":          "grant",
+	"redirect_uri":  "grant",
+	"callback_path": "redirect_uri",
+}
 
 // Interface guard
 var _ caddyfile.Unmarshaler = (*Handler)(nil)

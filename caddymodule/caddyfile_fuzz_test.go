@@ -96,13 +96,17 @@ func FuzzCaddyfile(f *testing.F) {
 			values = append(values, tok.Text)
 		}
 		if err == nil {
-			got := map[string][]string{
-				"client_secret":           {h.ClientSecret},
-				"redis_password":          {h.RedisPassword},
-				"encryption_key":          append([]string{h.EncryptionKey}, h.OlderEncryptionKeys...),
-				"redis_sentinel_password": {h.RedisSentinelPassword},
-			}[sub]
-			if !slices.Equal(got, values) {
+			got := map[string][]string{"client_secret": {h.ClientSecret}}
+			if st := h.Store; st != nil {
+				got["encryption_key"] = st.EncryptionKeys
+				if rc := st.Redis; rc != nil {
+					got["redis_password"] = []string{rc.Password}
+					if rc.Sentinel != nil {
+						got["redis_sentinel_password"] = []string{rc.Sentinel.Password}
+					}
+				}
+			}
+			if !slices.Equal(got[sub], values) {
 				t.Fatalf("parsed: %s is %q, the block gave it %q", sub, got, values)
 			}
 			return

@@ -53,13 +53,13 @@ func TestSettingErrors(t *testing.T) {
 			h.MinBackoff, h.MaxBackoff = caddy.Duration(time.Minute), caddy.Duration(time.Second)
 		}), "backoff",
 			"oauth2_token: backoff needs 0 < min_backoff (1m0s) <= max_backoff (1s)"},
-		{"no redirect_uri", user(func(h *Handler) { h.RedirectURI = "" }), "redirect_uri",
+		{"no redirect_uri", user(func(h *Handler) { h.AuthorizationCode.RedirectURI = "" }), "redirect_uri",
 			"oauth2_token: redirect_uri is required for the authorization_code grant"},
-		{"same paths", user(func(h *Handler) { h.ConnectPath = "/oauth2/callback" }), "callback_path",
+		{"same paths", user(func(h *Handler) { h.AuthorizationCode.ConnectPath = "/oauth2/callback" }), "callback_path",
 			`oauth2_token: callback_path "/oauth2/callback": the same path as connect_path`},
-		{"short key", user(func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_SHORT_KEY}" }), "",
+		{"short key", user(func(h *Handler) { h.Store.EncryptionKeys = []string{"{env.TG_TEST_SHORT_KEY}"} }), "",
 			"oauth2_token: encryption_key: encryption key decodes to 9 bytes, want 32 (generate one with: openssl rand -base64 32)"},
-		{"short older key", user(func(h *Handler) { h.OlderEncryptionKeys = []string{"{env.TG_TEST_SHORT_KEY}"} }), "",
+		{"short older key", user(func(h *Handler) { h.Store.EncryptionKeys = append(h.Store.EncryptionKeys, "{env.TG_TEST_SHORT_KEY}") }), "",
 			"oauth2_token: encryption_key: key 2 of 2 (an older key) decodes to 9 bytes, want 32 (generate one with: openssl rand -base64 32)"},
 	}
 	for _, tt := range tests {

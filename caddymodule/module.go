@@ -28,10 +28,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -50,14 +48,6 @@ func init() {
 // gates holds the token sources across config reloads: a reload with the
 // same effective client configuration keeps the tokens it has.
 var gates = caddy.NewUsagePool()
-
-// Token stores (Handler.Store).
-const (
-	storeMemory = "memory"
-	storeFile   = "file"
-	storeCaddy  = "caddy"
-	storeRedis  = "redis"
-)
 
 // Handler injects OAuth 2.0 access tokens into requests, and replaces any
 // Authorization header the client sent with "Bearer <token>". When no
@@ -86,8 +76,8 @@ type Handler struct {
 	// The authorization server preset: "tasknation" (TaskNation's
 	// endpoints, client credentials in the form body, scope catalog
 	// checked) or "generic" (any RFC 6749 server; token_url required,
-	// and auth_url with the authorization_code grant; client credentials
-	// in an HTTP Basic header). Default: tasknation
+	// and authorization_code's auth_url; client credentials in an HTTP
+	// Basic header). Default: tasknation
 	Provider string `json:"provider,omitempty"`
 
 	// The token endpoint. Overrides the provider's. Must be https://
@@ -102,197 +92,13 @@ type Handler struct {
 	// so that the secret stays out of the config. Required.
 	ClientSecret string `json:"client_secret,omitempty"`
 
+	// How the client authenticates at the token endpoint comes here
+	// beside the secret, with the options of a token request.
+
 	// Scopes requested with every token. With the tasknation provider each
-	// must be in TaskNation's catalog. With the authorization_code grant
+	// must be in TaskNation's catalog. With authorization_code
 	// offline_access is always requested. Default: none
 	Scopes []string `json:"scopes,omitempty"`
-
-	// The grant type: "client_credentials" (application context: one
-	// token for the client) or "authorization_code" (user context: a
-	// token set per user, obtained through the connect and callback
-	// endpoints). Default: client_credentials
-	Grant string `json:"grant,omitempty"`
-
-	// The authorization endpoint the connect endpoint redirects to
-	// (authorization_code only). Must be https:// unless the host is
-	// loopback. Placeholders are resolved at load.
-	// Default: the provider's (https://auth.tasknation.com/oauth2/auth)
-	AuthURL string `json:"auth_url,omitempty"`
-
-	// The subject of a request (authorization_code only): a placeholder,
-	// resolved per request, that an authentication handler running first
-	// sets, such as {http.auth.user.id} (basic_auth, or forward_auth's
-	// copy_headers as {http.request.header.Remote-User}). It must come
-	// from a trusted source: whoever controls it chooses whose tokens a
-	// request gets. A placeholder that is unknown or empty makes the
-	// request unauthenticated (401). Required with authorization_code.
-	User string `json:"user,omitempty"`
-
-	// The absolute URL of the callback endpoint as registered with the
-	// authorization server (authorization_code only). Must be https://
-	// unless the host is loopback. Its path is the default callback_path;
-	// its origin makes connect_url absolute. Placeholders are resolved at
-	// load. Required with authorization_code.
-	RedirectURI string `json:"redirect_uri,omitempty"`
-
-	// The path of the connect endpoint (GET: redirects to the
-	// authorization server). Default: /oauth2/connect
-	ConnectPath string `json:"connect_path,omitempty"`
-
-	// The path of the callback endpoint. Default: redirect_uri's path, or
-	// /oauth2/callback when it has none
-	CallbackPath string `json:"callback_path,omitempty"`
-
-	// The path of the disconnect endpoint (POST: deletes the user's
-	// tokens). Default: /oauth2/disconnect
-	DisconnectPath string `json:"disconnect_path,omitempty"`
-
-	// The path of the connection status endpoint (GET: JSON for the
-	// request's user: connected, state, scopes, connected_at,
-	// refresh_token_expires_at, connect_url; never a token).
-	// Default: /oauth2/status
-	StatusPath string `json:"status_path,omitempty"`
-
-	// The RFC 7009 revocation endpoint (provider generic only): a
-	// disconnect revokes the user's refresh token there after deleting it
-	// (best effort, within request_timeout). Must be https:// unless the
-	// host is loopback. Placeholders are resolved at load. Default: none
-	RevocationURL string `json:"revocation_url,omitempty"`
-
-	// Puts the subject (the user id) in the data of the oauth2_token.*
-	// events, beside subject_key (its hash), which is always there.
-	// Default: false
-	EventsIncludeSubject bool `json:"events_include_subject,omitempty"`
-
-	// Turns PKCE (S256) off, for authorization servers that reject it.
-	// Default: false (PKCE on)
-	DisablePKCE bool `json:"disable_pkce,omitempty"`
-
-	// Where the callback sends the browser once the account is connected:
-	// an absolute URL or a path. Default: a page saying it is connected
-	ConnectedRedirect string `json:"connected_redirect,omitempty"`
-
-	// How long a connect may take, from the connect endpoint to the
-	// callback. Default: 10m
-	StateLifetime caddy.Duration `json:"state_lifetime,omitempty"`
-
-	// How many connects may be in progress at once (held in memory, per
-	// token source, when the store does not keep them: memory, file);
-	// past it the oldest is dropped. Default: 10000
-	MaxPendingStates int `json:"max_pending_states,omitempty"`
-
-	// How many connects one user may have in progress at once, in memory
-	// or in the shared store (redis, caddy); past it the user's oldest is
-	// dropped, and no other user's. Default: 5
-	MaxPendingPerSubject int `json:"max_pending_per_subject,omitempty"`
-
-	// The longest callback query string, in bytes (each value at most a
-	// quarter of it); longer is refused with 400. Default: 8192
-	MaxCallbackQuery int `json:"max_callback_query,omitempty"`
-
-	// The memory, in MB, of the in-memory layer of user tokens in front of
-	// the store; past it the oldest sets are evicted and read again from
-	// the store (the source of truth). Default: 64
-	CacheSizeMB int `json:"cache_size_mb,omitempty"`
-
-	// How long after its first attempt a refresh that got no answer (a
-	// network error) is retried with the same refresh token; TaskNation
-	// accepts a rotated refresh token again for 60 seconds. Default: 60s
-	GracePeriod caddy.Duration `json:"grace_period,omitempty"`
-
-	// From how long before a user's refresh token runs out each refresh
-	// logs a warning and counts in
-	// caddy_oauth2_token_refresh_tokens_expiring_total. Default: 14d
-	RefreshTokenWarning caddy.Duration `json:"refresh_token_warning,omitempty"`
-
-	// Where tokens are kept: "memory" (this process only; lost on
-	// restart), "file" (the directory store_dir, on this host), "caddy"
-	// (Caddy's storage, as set by the `storage` global option: shared by
-	// the instances that share it) or "redis" (the Redis server at
-	// redis_addr: shared by the instances that use it). Default: memory
-	// for client_credentials, caddy for authorization_code
-	Store string `json:"store,omitempty"`
-
-	// The directory of the file store. Placeholders are resolved at load.
-	// Required with store file.
-	StoreDir string `json:"store_dir,omitempty"`
-
-	// The Redis server of store redis, as host:port. Placeholders are
-	// resolved at load. Required with store redis.
-	RedisAddr string `json:"redis_addr,omitempty"`
-
-	// The Redis database number of store redis. Default: 0
-	RedisDB int `json:"redis_db,omitempty"`
-
-	// The password of store redis (AUTH). Use a placeholder ({env.NAME}
-	// or {file./path}) so that the password stays out of the config.
-	// Default: none
-	RedisPassword string `json:"redis_password,omitempty"`
-
-	// The ACL user of store redis, with redis_password. Placeholders are
-	// resolved at load. Default: none (the default user)
-	RedisUsername string `json:"redis_username,omitempty"`
-
-	// Connects to Redis over TLS, verified with the system's roots for
-	// the host of each address (redis_addr, the sentinels, the nodes the
-	// sentinels or the cluster name). Without it the password and the
-	// tokens (unless encryption_key seals them) cross the network in
-	// clear: a warning at load says so when an address is not loopback.
-	// Default: false
-	RedisTLS bool `json:"redis_tls,omitempty"`
-
-	// The prefix of every Redis key of store redis, so that several
-	// gateways, or other applications, can share one database.
-	// Default: tokengate
-	RedisNamespace string `json:"redis_namespace,omitempty"`
-
-	// The master name the sentinels of store redis monitor, for a Redis
-	// under Sentinel (with redis_sentinel_addrs, instead of redis_addr):
-	// the store follows the primary the sentinels name. Placeholders are
-	// resolved at load.
-	RedisSentinelMaster string `json:"redis_sentinel_master,omitempty"`
-
-	// The sentinels of store redis, host:port each, with
-	// redis_sentinel_master. Placeholders are resolved at load.
-	RedisSentinelAddrs []string `json:"redis_sentinel_addrs,omitempty"`
-
-	// The password of the sentinels (their requirepass), when they have
-	// one; redis_password is the data nodes'. Use a placeholder.
-	// Default: none
-	RedisSentinelPassword string `json:"redis_sentinel_password,omitempty"`
-
-	// Nodes of the Redis Cluster of store redis, host:port each, instead
-	// of redis_addr: a few are enough, the others are discovered. A
-	// cluster has database 0 only. Placeholders are resolved at load.
-	RedisClusterAddrs []string `json:"redis_cluster_addrs,omitempty"`
-
-	// How many replicas must acknowledge the write of a rotated refresh
-	// token (WAIT) before it counts as stored; a write fewer acknowledged
-	// is logged, and the new token set is kept in memory and written
-	// again at the next refresh. 0: one replica when the primary has any
-	// connected, none otherwise; -1: never wait. Default: 0
-	RedisMinReplicas int `json:"redis_min_replicas,omitempty"`
-
-	// How long the write of a rotated refresh token waits for
-	// redis_min_replicas. Default: 1s
-	RedisWaitTimeout caddy.Duration `json:"redis_wait_timeout,omitempty"`
-
-	// The key that seals access and refresh tokens (AES-256-GCM) in a
-	// durable store (file, caddy or redis): 32 bytes in base64, for
-	// example from `openssl rand -base64 32`. Use a placeholder
-	// ({env.NAME} or {file./path}) so that the key stays out of the
-	// config. Tokens sealed with a key that is neither this one nor one
-	// of older_encryption_keys are not used. Default: none (tokens in
-	// clear, with a warning)
-	EncryptionKey string `json:"encryption_key,omitempty"`
-
-	// Keys that still open tokens sealed with them but seal nothing:
-	// during a key rotation, the key encryption_key replaces. A set
-	// opened with an older key is sealed with encryption_key when it is
-	// next written (a refresh, a connect). Placeholders as for
-	// encryption_key; at most 3, none repeated, and only with
-	// encryption_key. Default: none
-	OlderEncryptionKeys []string `json:"older_encryption_keys,omitempty"`
 
 	// How long one token request may take. Default: 10s
 	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
@@ -314,8 +120,18 @@ type Handler struct {
 	// The longest wait between failed token requests. Default: 1m
 	MaxBackoff caddy.Duration `json:"max_backoff,omitempty"`
 
+	// Where tokens are kept, and the keys that seal them.
+	// Default: memory, or caddy with authorization_code; no keys
+	Store *StoreConfig `json:"store,omitempty"`
+
+	// The user context: with it the handler runs the authorization_code
+	// grant, a token set per user; without it the client_credentials
+	// grant, one token for the client. Default: none (client_credentials)
+	AuthorizationCode *AuthorizationCode `json:"authorization_code,omitempty"`
+
 	gate      *middleware.Gate
 	userGrant bool
+	user      string // AuthorizationCode.User
 	userVar   string // the variable of a user that is one placeholder and nothing else
 	poolKey   string
 	logger    *zap.Logger
@@ -329,41 +145,29 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// storeSpec is where a Gate keeps its tokens.
-type storeSpec struct {
-	kind  string    // storeMemory, storeFile, storeCaddy or storeRedis
-	dir   string    // storeFile
-	redis redisSpec // storeRedis
-	keys  [][]byte  // nil: no sealing; else keys[0] seals and all open
-}
-
-func (s storeSpec) durable() bool { return s.kind != storeMemory }
-
 // Provision resolves placeholders and takes the token source for this
 // configuration from the pool, creating it (and opening its store) on
 // first use. It makes no network request: the first token is fetched by
 // the first request that needs it.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	cfg, spec, err := h.config(caddy.NewReplacer())
+	cfg, spec, err := h.config(resolver{caddy.NewReplacer()})
 	if err != nil {
 		return err
 	}
 	cfg.Logger = h.logger
 	cfg.Observer = registerMetrics(ctx)
-	if err := validate(cfg); err != nil {
-		return err
-	}
 	var sink *eventSink
 	if cfg.Grant == middleware.GrantAuthorizationCode {
 		app, err := eventsApp(ctx)
 		if err != nil {
 			return fmt.Errorf("oauth2_token: getting the events app: %w", err)
 		}
-		sink = &eventSink{ctx: ctx, app: app, includeSubject: h.EventsIncludeSubject, logger: h.logger}
+		sink = &eventSink{ctx: ctx, app: app, includeSubject: h.AuthorizationCode.EventsIncludeSubject, logger: h.logger}
+		h.user = h.AuthorizationCode.User
+		h.userVar = soleVariable(h.user)
 	}
 	h.userGrant = cfg.Grant == middleware.GrantAuthorizationCode
-	h.userVar = soleVariable(h.User)
 	var storage certmagic.Storage
 	if spec.kind == storeCaddy {
 		storage = ctx.Storage()
@@ -430,12 +234,17 @@ func (h *Handler) warn(spec storeSpec) {
 			}
 		}
 	}
-	secrets := []struct{ name, v string }{
-		{"client_secret", h.ClientSecret}, {"encryption_key", h.EncryptionKey}, {"redis_password", h.RedisPassword},
-		{"redis_sentinel_password", h.RedisSentinelPassword},
-	}
-	for _, k := range h.OlderEncryptionKeys {
-		secrets = append(secrets, struct{ name, v string }{"older_encryption_keys", k})
+	secrets := []struct{ name, v string }{{"client_secret", h.ClientSecret}}
+	if st := h.Store; st != nil {
+		for _, k := range st.EncryptionKeys {
+			secrets = append(secrets, struct{ name, v string }{"encryption_key", k})
+		}
+		if rc := st.Redis; rc != nil {
+			secrets = append(secrets, struct{ name, v string }{"redis_password", rc.Password})
+			if rc.Sentinel != nil {
+				secrets = append(secrets, struct{ name, v string }{"redis_sentinel_password", rc.Sentinel.Password})
+			}
+		}
 	}
 	for _, f := range secrets {
 		if f.v != "" && !hasPlaceholder(f.v) {
@@ -444,7 +253,7 @@ func (h *Handler) warn(spec storeSpec) {
 		}
 	}
 	if h.userGrant {
-		if p := clientControlled(h.User); p != "" {
+		if p := clientControlled(h.user); p != "" {
 			h.logger.Warn("the user placeholder comes from the request: make sure a handler that runs first sets it, or a client chooses whose tokens it gets",
 				zap.String("placeholder", p))
 		}
@@ -502,229 +311,6 @@ func openStore(spec storeSpec, storage certmagic.Storage, logger *zap.Logger) (o
 	return out, nil
 }
 
-// config is the middleware configuration of h and where it keeps its
-// tokens, with placeholders resolved by repl (nil: left as they are, for
-// checks at adapt time).
-func (h *Handler) config(repl *caddy.Replacer) (middleware.Config, storeSpec, error) {
-	resolve := func(field, v string) (string, error) {
-		if repl == nil || v == "" {
-			return v, nil
-		}
-		out, err := repl.ReplaceOrErr(v, true, true)
-		if err != nil {
-			// The replacer's error quotes the text it could not resolve,
-			// which for a literal secret with braces is part of the
-			// secret: name the placeholder only when the whole value is one.
-			if isPlaceholder(v) {
-				return "", fmt.Errorf("oauth2_token: %s: placeholder %s is unset or empty", field, v)
-			}
-			return "", fmt.Errorf("oauth2_token: %s: has an unknown or empty placeholder (write literal braces as \\{ and \\})", field)
-		}
-		return out, nil
-	}
-	var c middleware.Config
-	var spec storeSpec
-	var err error
-	switch h.Provider {
-	case "", "tasknation":
-		c.Provider = middleware.TaskNation
-	case "generic":
-		c.Provider = middleware.Generic
-	default:
-		return c, spec, fmt.Errorf("oauth2_token: provider: unknown provider %q (want tasknation or generic)", h.Provider)
-	}
-	switch h.Grant {
-	case "", middleware.GrantClientCredentials:
-		c.Grant = middleware.GrantClientCredentials
-		for _, f := range []struct {
-			name string
-			set  bool
-		}{
-			{"user", h.User != ""}, {"redirect_uri", h.RedirectURI != ""}, {"auth_url", h.AuthURL != ""},
-			{"connect_path", h.ConnectPath != ""}, {"callback_path", h.CallbackPath != ""},
-			{"disconnect_path", h.DisconnectPath != ""}, {"status_path", h.StatusPath != ""},
-			{"revocation_url", h.RevocationURL != ""}, {"events_include_subject", h.EventsIncludeSubject},
-			{"pkce", h.DisablePKCE},
-			{"connected_redirect", h.ConnectedRedirect != ""}, {"state_lifetime", h.StateLifetime != 0},
-			{"max_pending_states", h.MaxPendingStates != 0}, {"max_pending_per_subject", h.MaxPendingPerSubject != 0},
-			{"max_callback_query", h.MaxCallbackQuery != 0},
-			{"cache_size", h.CacheSizeMB != 0},
-			{"grace_period", h.GracePeriod != 0}, {"refresh_token_warning", h.RefreshTokenWarning != 0},
-		} {
-			if f.set {
-				return c, spec, userOnly(f.name)
-			}
-		}
-	case middleware.GrantAuthorizationCode:
-		c.Grant = middleware.GrantAuthorizationCode
-		if err := checkUser(h.User); err != nil {
-			return c, spec, err
-		}
-	default:
-		return c, spec, fmt.Errorf("oauth2_token: grant: unknown grant %q (want client_credentials or authorization_code)", h.Grant)
-	}
-
-	spec.kind = h.Store
-	if spec.kind == "" {
-		spec.kind = storeMemory
-		if c.Grant == middleware.GrantAuthorizationCode {
-			spec.kind = storeCaddy
-		}
-	}
-	switch spec.kind {
-	case storeMemory, storeCaddy, storeFile, storeRedis:
-	default:
-		return c, spec, fmt.Errorf("oauth2_token: store: unknown store %q (want %s)", h.Store, storeChoices)
-	}
-	if spec.kind != storeFile && h.StoreDir != "" {
-		return c, spec, fmt.Errorf("oauth2_token: store_dir: only applies to store file (the store is %s)", spec.kind)
-	}
-	if spec.kind != storeRedis {
-		if f := h.redisFieldSet(); f != "" {
-			return c, spec, fmt.Errorf("oauth2_token: %s: only applies to store redis (the store is %s)", f, spec.kind)
-		}
-	}
-	switch spec.kind {
-	case storeFile:
-		if h.StoreDir == "" {
-			return c, spec, fmt.Errorf("oauth2_token: store: file needs a directory: store file <dir> (store_dir in JSON)")
-		}
-		if spec.dir, err = resolve("store_dir", h.StoreDir); err != nil {
-			return c, spec, err
-		}
-	case storeRedis:
-		if spec.redis, err = h.redisSpec(resolve); err != nil {
-			return c, spec, err
-		}
-	}
-	if h.EncryptionKey == "" && len(h.OlderEncryptionKeys) > 0 {
-		return c, spec, fmt.Errorf("oauth2_token: older_encryption_keys: only applies with encryption_key (the key that seals)")
-	}
-	if h.EncryptionKey != "" {
-		if !spec.durable() {
-			return c, spec, fmt.Errorf("oauth2_token: encryption_key: only applies to a durable store (file, caddy or redis); the store is memory")
-		}
-		var rs func(field, v string) (string, error)
-		if repl != nil {
-			rs = resolve
-		}
-		if spec.keys, err = sealKeys(append([]string{h.EncryptionKey}, h.OlderEncryptionKeys...), rs); err != nil {
-			return c, spec, err
-		}
-	}
-
-	for _, f := range []struct {
-		name string
-		dst  *string
-		v    string
-	}{
-		{"token_url", &c.TokenURL, h.TokenURL},
-		{"client_id", &c.ClientID, h.ClientID},
-		{"client_secret", &c.ClientSecret, h.ClientSecret},
-		{"auth_url", &c.AuthURL, h.AuthURL},
-		{"redirect_uri", &c.RedirectURI, h.RedirectURI},
-		{"revocation_url", &c.RevocationURL, h.RevocationURL},
-	} {
-		if *f.dst, err = resolve(f.name, f.v); err != nil {
-			return c, spec, err
-		}
-	}
-	c.Scopes = h.Scopes
-	c.ConnectPath = h.ConnectPath
-	c.CallbackPath = h.CallbackPath
-	c.DisconnectPath = h.DisconnectPath
-	c.StatusPath = h.StatusPath
-	c.DisablePKCE = h.DisablePKCE
-	c.ConnectedRedirect = h.ConnectedRedirect
-	c.StateLifetime = time.Duration(h.StateLifetime)
-	c.MaxPendingStates = h.MaxPendingStates
-	c.MaxPendingPerSubject = h.MaxPendingPerSubject
-	c.MaxCallbackQuery = h.MaxCallbackQuery
-	c.CacheSizeMB = h.CacheSizeMB
-	c.GracePeriod = time.Duration(h.GracePeriod)
-	c.RefreshTokenWarning = time.Duration(h.RefreshTokenWarning)
-	c.RequestTimeout = time.Duration(h.RequestTimeout)
-	c.MaxReplayBody = h.MaxReplayBody
-	c.RefreshWindow = h.RefreshWindow
-	c.MinBackoff = time.Duration(h.MinBackoff)
-	c.MaxBackoff = time.Duration(h.MaxBackoff)
-	return c, spec, nil
-}
-
-// storeChoices are the arguments of the store subdirective, for errors.
-const storeChoices = "memory, file <dir>, caddy or redis [<host:port> [<db>]]"
-
-// userOnlySubdirectives are the subdirectives of the authorization_code
-// grant only.
-var userOnlySubdirectives = []string{
-	"user", "redirect_uri", "auth_url", "connect_path", "callback_path", "disconnect_path",
-	"status_path", "revocation_url", "events_include_subject", "pkce", "connected_redirect", "state_lifetime", "grace_period", "refresh_token_warning",
-}
-
-// userOnly is the error for a field of the authorization_code grant set
-// with client_credentials.
-func userOnly(field string) error {
-	return fmt.Errorf("oauth2_token: %s: only applies to grant authorization_code (the grant is client_credentials)", field)
-}
-
-// sealKeys checks the values of encryption_key, the key that seals
-// first, and returns the keys decoded. resolve resolves placeholders; nil
-// (at adapt time) leaves a value with a placeholder to be checked at load,
-// and then sealKeys returns no keys, only the checks it could make: how
-// many keys there are, none repeated, each literal one a valid key.
-// Errors name a key by its place, never by its value.
-func sealKeys(values []string, resolve func(field, v string) (string, error)) ([][]byte, error) {
-	n := len(values)
-	if n > tokenstore.MaxSealKeys {
-		return nil, fmt.Errorf("oauth2_token: encryption_key: %d keys, want at most %d (the key that seals and %d older keys that still open)",
-			n, tokenstore.MaxSealKeys, tokenstore.MaxSealKeys-1)
-	}
-	keys := make([][]byte, 0, n)
-	for i, v := range values {
-		if j := slices.Index(values[:i], v); j >= 0 {
-			return nil, fmt.Errorf("oauth2_token: encryption_key: %s repeats %s", sealKeyName(i, n), sealKeyName(j, n))
-		}
-		if resolve == nil && hasPlaceholder(v) {
-			continue
-		}
-		if resolve != nil {
-			var err error
-			if v, err = resolve("encryption_key", v); err != nil {
-				return nil, err
-			}
-		}
-		key, err := tokenstore.ParseKey(v)
-		var ke *tokenstore.KeyError
-		switch {
-		case err != nil && n > 1 && errors.As(err, &ke):
-			return nil, &moduleError{msg: "oauth2_token: encryption_key: " + sealKeyName(i, n) + " " + ke.Reason, err: err}
-		case err != nil:
-			return nil, settingError(err)
-		}
-		for j, k := range keys {
-			if bytes.Equal(k, key) {
-				return nil, fmt.Errorf("oauth2_token: encryption_key: %s repeats %s", sealKeyName(i, n), sealKeyName(j, n))
-			}
-		}
-		keys = append(keys, key)
-	}
-	if len(keys) < n {
-		return nil, nil // some are placeholders, checked at load
-	}
-	return keys, nil
-}
-
-// sealKeyName names the i-th of n values of encryption_key in errors.
-func sealKeyName(i, n int) string {
-	switch {
-	case n == 1:
-		return "the key"
-	case i == 0:
-		return fmt.Sprintf("key 1 of %d (the key that seals)", n)
-	}
-	return fmt.Sprintf("key %d of %d (an older key)", i+1, n)
-}
-
 // isPlaceholder reports whether v is exactly one {env.*} or {file.*}
 // placeholder, which is safe to quote in an error.
 func isPlaceholder(v string) bool {
@@ -769,18 +355,18 @@ func globalPlaceholder(key string) bool {
 // and so one user's tokens.
 func checkUser(v string) error {
 	if v == "" {
-		return fmt.Errorf("oauth2_token: user is required for grant authorization_code: a placeholder giving the authenticated user, such as {http.auth.user.id}")
+		return refuse("user", "user is required for grant authorization_code (authorization_code.user in JSON): a placeholder giving the authenticated user, such as {http.auth.user.id}")
 	}
 	keys := placeholderKeys(v)
 	if len(keys) == 0 {
-		return fmt.Errorf("oauth2_token: user %q has no placeholder: every request would act for the same user; use one set per request by authentication, such as {http.auth.user.id}", v)
+		return refuse("user", "user %q has no placeholder: every request would act for the same user; use one set per request by authentication, such as {http.auth.user.id}", v)
 	}
 	for _, k := range keys {
 		if !globalPlaceholder(k) {
 			return nil
 		}
 	}
-	return fmt.Errorf("oauth2_token: user %q: {%s} is the same for every request; use a placeholder set per request by authentication, such as {http.auth.user.id}", v, keys[0])
+	return refuse("user", "user %q: {%s} is the same for every request; use a placeholder set per request by authentication, such as {http.auth.user.id}", v, keys[0])
 }
 
 // clientControlled returns the first placeholder of v that a client sets
@@ -830,14 +416,6 @@ func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) str
 	return "oauth2_token:" + hex.EncodeToString(h.Sum(nil))
 }
 
-// Validate checks the configuration once placeholders are resolved.
-func (h *Handler) Validate() error {
-	if h.gate == nil {
-		return fmt.Errorf("oauth2_token: not provisioned")
-	}
-	return nil
-}
-
 // ServeHTTP sets the token on r and calls next, or answers with a JSON
 // error. With the authorization_code grant it serves the connect,
 // callback, disconnect and status endpoints itself.
@@ -872,7 +450,7 @@ func (h *Handler) subject(r *http.Request) string {
 		s, _ := repl.GetString(h.userVar)
 		return s
 	}
-	s, err := repl.ReplaceOrErr(h.User, true, true)
+	s, err := repl.ReplaceOrErr(h.user, true, true)
 	if err != nil {
 		return ""
 	}
@@ -932,7 +510,6 @@ func (p *pooledGate) Destruct() error {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

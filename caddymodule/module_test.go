@@ -176,12 +176,14 @@ func TestUnmarshalCaddyfile_UserContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Handler{
-		ClientID: "{env.ID}", ClientSecret: "{env.SECRET}", Grant: "authorization_code",
-		AuthURL: "https://auth.example.com/authorize", User: "{http.auth.user.id}",
-		RedirectURI: "https://gw.example.com/cb", ConnectPath: "/c", CallbackPath: "/cb", DisconnectPath: "/d",
-		Store: "file", StoreDir: "/var/lib/tokengate", EncryptionKey: "{env.KEY}", DisablePKCE: true,
-		ConnectedRedirect: "/done", StateLifetime: caddy.Duration(5 * time.Minute),
-		GracePeriod: caddy.Duration(30 * time.Second), RefreshTokenWarning: caddy.Duration(7 * 24 * time.Hour),
+		ClientID: "{env.ID}", ClientSecret: "{env.SECRET}",
+		Store: &StoreConfig{Kind: "file", Dir: "/var/lib/tokengate", EncryptionKeys: []string{"{env.KEY}"}},
+		AuthorizationCode: &AuthorizationCode{
+			AuthURL: "https://auth.example.com/authorize", User: "{http.auth.user.id}",
+			RedirectURI: "https://gw.example.com/cb", ConnectPath: "/c", CallbackPath: "/cb", DisconnectPath: "/d",
+			DisablePKCE: true, ConnectedRedirect: "/done", StateLifetime: caddy.Duration(5 * time.Minute),
+			GracePeriod: caddy.Duration(30 * time.Second), RefreshTokenWarning: caddy.Duration(7 * 24 * time.Hour),
+		},
 	}
 	if !reflect.DeepEqual(h, want) {
 		t.Fatalf("parsed\n%+v\nwant\n%+v", h, want)
@@ -228,18 +230,35 @@ func userHandler(t *testing.T, srv *tasknationtest.Server) *Handler {
 	t.Setenv("TG_TEST_KEY", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))))
 	srv.AddRedirectURI(tasknationtest.DefaultClientID, "http://127.0.0.1:9/oauth2/callback")
 	return &Handler{
-		TokenURL:      srv.TokenURL(),
-		AuthURL:       srv.AuthURL(),
-		ClientID:      "{env.TG_TEST_CLIENT_ID}",
-		ClientSecret:  "{env.TG_TEST_CLIENT_SECRET}",
-		Scopes:        []string{"supply::leads"},
-		Grant:         "authorization_code",
-		User:          "{http.auth.user.id}",
-		RedirectURI:   "http://127.0.0.1:9/oauth2/callback",
-		Store:         "file",
-		StoreDir:      filepath.Join(t.TempDir(), "tokens"),
-		EncryptionKey: "{env.TG_TEST_KEY}",
+		TokenURL:     srv.TokenURL(),
+		ClientID:     "{env.TG_TEST_CLIENT_ID}",
+		ClientSecret: "{env.TG_TEST_CLIENT_SECRET}",
+		Scopes:       []string{"supply::leads"},
+		AuthorizationCode: &AuthorizationCode{
+			AuthURL:     srv.AuthURL(),
+			User:        "{http.auth.user.id}",
+			RedirectURI: "http://127.0.0.1:9/oauth2/callback",
+		},
+		Store: &StoreConfig{
+			Kind:           "file",
+			Dir:            filepath.Join(t.TempDir(), "tokens"),
+			EncryptionKeys: []string{"{env.TG_TEST_KEY}"},
+		},
 	}
+}
+
+// clone is a deep copy of h's configuration, to change without changing h.
+func clone(t *testing.T, h *Handler) *Handler {
+	t.Helper()
+	b, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := new(Handler)
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // serveAs runs r through h with the replacer Caddy's server would give
@@ -335,7 +354,7 @@ func TestSubject_UnsetPlaceholderIsNoOne(t *testing.T) {
 		{`{http.auth.user.id}\}`, "alice}", false},
 	} {
 		t.Run(c.user, func(t *testing.T) {
-			h := &Handler{User: c.user, userVar: soleVariable(c.user)}
+			h := &Handler{user: c.user, userVar: soleVariable(c.user)}
 			if (h.userVar != "") != c.sole {
 				t.Fatalf("soleVariable(%q) = %q", c.user, h.userVar)
 			}
@@ -372,29 +391,33 @@ func TestProvision_UserErrors(t *testing.T) {
 		change func(h *Handler)
 		want   string
 	}{
-		{"unset key placeholder", func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_UNSET_KEY}" }, "encryption_key: placeholder {env.TG_TEST_UNSET_KEY} is unset"},
-		{"short key", func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_SHORT_KEY}" }, "encryption_key: encryption key decodes to 13 bytes"},
-		{"unset older key placeholder", func(h *Handler) { h.OlderEncryptionKeys = []string{"{env.TG_TEST_UNSET_KEY}"} },
+		{"unset key placeholder", func(h *Handler) { h.Store.EncryptionKeys[0] = "{env.TG_TEST_UNSET_KEY}" }, "encryption_key: placeholder {env.TG_TEST_UNSET_KEY} is unset"},
+		{"short key", func(h *Handler) { h.Store.EncryptionKeys[0] = "{env.TG_TEST_SHORT_KEY}" }, "encryption_key: encryption key decodes to 13 bytes"},
+		{"unset older key placeholder", func(h *Handler) { h.Store.EncryptionKeys = append(h.Store.EncryptionKeys, "{env.TG_TEST_UNSET_KEY}") },
 			"encryption_key: placeholder {env.TG_TEST_UNSET_KEY} is unset"},
-		{"short older key", func(h *Handler) { h.OlderEncryptionKeys = []string{"{env.TG_TEST_OLD_KEY}", "{env.TG_TEST_SHORT_KEY}"} },
-			"oauth2_token: encryption_key: key 3 of 3 (an older key) decodes to 13 bytes, want 32"},
-		{"older key repeats the key", func(h *Handler) { h.OlderEncryptionKeys = []string{"{env.TG_TEST_SAME_KEY}"} },
+		{"short older key", func(h *Handler) {
+			h.Store.EncryptionKeys = append(h.Store.EncryptionKeys, "{env.TG_TEST_OLD_KEY}", "{env.TG_TEST_SHORT_KEY}")
+		}, "oauth2_token: encryption_key: key 3 of 3 (an older key) decodes to 13 bytes, want 32"},
+		{"older key repeats the key", func(h *Handler) { h.Store.EncryptionKeys = append(h.Store.EncryptionKeys, "{env.TG_TEST_SAME_KEY}") },
 			"oauth2_token: encryption_key: key 2 of 2 (an older key) repeats key 1 of 2 (the key that seals)"},
 		{"older key repeated", func(h *Handler) {
-			h.OlderEncryptionKeys = []string{"{env.TG_TEST_OLD_KEY}", "{env.TG_TEST_OLD_KEY}"}
+			h.Store.EncryptionKeys = append(h.Store.EncryptionKeys, "{env.TG_TEST_OLD_KEY}", "{env.TG_TEST_OLD_KEY}")
 		}, "oauth2_token: encryption_key: key 3 of 3 (an older key) repeats key 2 of 3 (an older key)"},
 		{"five keys", func(h *Handler) {
-			h.OlderEncryptionKeys = []string{"{env.TG_TEST_OLD_KEY}", "{env.A}", "{env.B}", "{env.C}"}
+			h.Store.EncryptionKeys = append(h.Store.EncryptionKeys, "{env.TG_TEST_OLD_KEY}", "{env.A}", "{env.B}", "{env.C}")
 		}, "oauth2_token: encryption_key: 5 keys, want at most 4 (the key that seals and 3 older keys that still open)"},
-		{"older keys without a key", func(h *Handler) { h.EncryptionKey, h.OlderEncryptionKeys = "", []string{"{env.TG_TEST_OLD_KEY}"} },
-			"oauth2_token: older_encryption_keys: only applies with encryption_key (the key that seals)"},
-		{"store dir unset", func(h *Handler) { h.StoreDir = "{env.TG_TEST_UNSET_DIR}" }, "store_dir"},
-		{"literal user", func(h *Handler) { h.User = "alice" }, "user"},
-		{"no redirect", func(h *Handler) { h.RedirectURI = "" }, "redirect_uri"},
-		{"user with client credentials", func(h *Handler) { h.Grant = "" }, "user: only applies to grant authorization_code"},
-		{"key with memory store", func(h *Handler) { h.Store, h.StoreDir = "memory", "" }, "encryption_key: only applies to a durable store"},
-		{"store dir with caddy store", func(h *Handler) { h.Store = "caddy" }, "store_dir: only applies to store file"},
-		{"unknown store", func(h *Handler) { h.Store, h.StoreDir = "dynamodb", "" }, `store: unknown store "dynamodb"`},
+		{"store dir unset", func(h *Handler) { h.Store.Dir = "{env.TG_TEST_UNSET_DIR}" }, "store: placeholder {env.TG_TEST_UNSET_DIR} is unset"},
+		{"literal user", func(h *Handler) { h.AuthorizationCode.User = "alice" }, `user "alice" has no placeholder`},
+		{"no user", func(h *Handler) { h.AuthorizationCode.User = "" }, "user is required for grant authorization_code"},
+		{"no redirect", func(h *Handler) { h.AuthorizationCode.RedirectURI = "" }, "redirect_uri is required"},
+		{"key with memory store", func(h *Handler) { h.Store.Kind, h.Store.Dir = "memory", "" }, "encryption_key: only applies to a durable store"},
+		{"key with the default store", func(h *Handler) { h.AuthorizationCode, h.Store.Kind, h.Store.Dir = nil, "", "" },
+			"encryption_key: only applies to a durable store (file, caddy or redis); the store is memory"},
+		{"store dir with caddy store", func(h *Handler) { h.Store.Kind = "caddy" }, "store: a directory only applies to store file (the store is caddy)"},
+		{"redis object with file store", func(h *Handler) { h.Store.Redis = &RedisConfig{Addr: "127.0.0.1:6379"} },
+			"store: a redis object only applies to store redis (the store is file)"},
+		{"unknown store", func(h *Handler) { h.Store.Kind, h.Store.Dir = "dynamodb", "" }, `store: unknown store "dynamodb"`},
+		{"misspelt store", func(h *Handler) { h.Store.Kind, h.Store.Dir = "reddis", "" }, `store: unknown store "reddis" (want memory, file <dir>, caddy or redis [<host:port> [<db>]]); did you mean "redis"?`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -422,9 +445,10 @@ func TestPoolKey(t *testing.T) {
 	srv := tasknationtest.NewServer(tasknationtest.Options{})
 	defer srv.Close()
 	base := userHandler(t, srv)
+	base.AuthorizationCode.RedirectURI = "http://127.0.0.1:9/gw/oauth2/callback" // callback_path: its default, the whole path
 	key := func(h *Handler) string {
 		t.Helper()
-		cfg, spec, err := h.config(caddy.NewReplacer())
+		cfg, spec, err := h.config(resolver{caddy.NewReplacer()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -435,8 +459,7 @@ func TestPoolKey(t *testing.T) {
 		// userHandler picks a new temp dir: the store differs.
 		t.Fatal("two store directories share a pool key")
 	}
-	same := *base
-	if key(&same) != k0 {
+	if key(clone(t, base)) != k0 {
 		t.Fatal("the same configuration has two pool keys")
 	}
 	for _, s := range []string{tasknationtest.DefaultClientSecret, os.Getenv("TG_TEST_KEY")} {
@@ -446,41 +469,38 @@ func TestPoolKey(t *testing.T) {
 	}
 	t.Setenv("TG_TEST_KEY2", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("K", 32))))
 	changes := map[string]func(h *Handler){
-		"auth_url":              func(h *Handler) { h.AuthURL += "2" },
-		"redirect_uri":          func(h *Handler) { h.RedirectURI = "http://127.0.0.1:10/oauth2/callback" },
-		"connect_path":          func(h *Handler) { h.ConnectPath = "/c" },
-		"callback_path":         func(h *Handler) { h.CallbackPath = "/cb" },
-		"disconnect_path":       func(h *Handler) { h.DisconnectPath = "/d" },
-		"pkce":                  func(h *Handler) { h.DisablePKCE = true },
-		"connected_redirect":    func(h *Handler) { h.ConnectedRedirect = "/done" },
-		"state_lifetime":        func(h *Handler) { h.StateLifetime = caddy.Duration(time.Minute) },
-		"grace_period":          func(h *Handler) { h.GracePeriod = caddy.Duration(time.Second) },
-		"refresh_token_warning": func(h *Handler) { h.RefreshTokenWarning = caddy.Duration(time.Hour) },
-		"store_dir":             func(h *Handler) { h.StoreDir += "2" },
-		"store":                 func(h *Handler) { h.Store, h.StoreDir = "caddy", "" },
-		"encryption_key":        func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_KEY2}" },
-		"no encryption_key":     func(h *Handler) { h.EncryptionKey = "" },
-		"older_encryption_keys": func(h *Handler) { h.OlderEncryptionKeys = []string{"{env.TG_TEST_KEY2}"} },
+		"auth_url":              func(h *Handler) { h.AuthorizationCode.AuthURL += "2" },
+		"redirect_uri":          func(h *Handler) { h.AuthorizationCode.RedirectURI = "http://127.0.0.1:10/gw/oauth2/callback" },
+		"connect_path":          func(h *Handler) { h.AuthorizationCode.ConnectPath = "/c" },
+		"callback_path":         func(h *Handler) { h.AuthorizationCode.CallbackPath = "/oauth2/callback" }, // under the prefix /gw
+		"disconnect_path":       func(h *Handler) { h.AuthorizationCode.DisconnectPath = "/d" },
+		"pkce":                  func(h *Handler) { h.AuthorizationCode.DisablePKCE = true },
+		"connected_redirect":    func(h *Handler) { h.AuthorizationCode.ConnectedRedirect = "/done" },
+		"state_lifetime":        func(h *Handler) { h.AuthorizationCode.StateLifetime = caddy.Duration(time.Minute) },
+		"grace_period":          func(h *Handler) { h.AuthorizationCode.GracePeriod = caddy.Duration(time.Second) },
+		"refresh_token_warning": func(h *Handler) { h.AuthorizationCode.RefreshTokenWarning = caddy.Duration(time.Hour) },
+		"store dir":             func(h *Handler) { h.Store.Dir += "2" },
+		"store kind":            func(h *Handler) { h.Store.Kind, h.Store.Dir = "caddy", "" },
+		"encryption key":        func(h *Handler) { h.Store.EncryptionKeys = []string{"{env.TG_TEST_KEY2}"} },
+		"no encryption key":     func(h *Handler) { h.Store.EncryptionKeys = nil },
+		"an older key":          func(h *Handler) { h.Store.EncryptionKeys = append(h.Store.EncryptionKeys, "{env.TG_TEST_KEY2}") },
 		"keys swapped": func(h *Handler) {
-			h.EncryptionKey, h.OlderEncryptionKeys = "{env.TG_TEST_KEY2}", []string{h.EncryptionKey}
+			h.Store.EncryptionKeys = []string{"{env.TG_TEST_KEY2}", h.Store.EncryptionKeys[0]}
 		},
 		"scopes": func(h *Handler) { h.Scopes = []string{"supply::businesses"} },
-		"grant": func(h *Handler) {
-			*h = Handler{TokenURL: h.TokenURL, ClientID: h.ClientID, ClientSecret: h.ClientSecret, Scopes: h.Scopes,
-				Store: h.Store, StoreDir: h.StoreDir, EncryptionKey: h.EncryptionKey}
-		},
+		"grant":  func(h *Handler) { h.AuthorizationCode = nil },
 	}
 	for name, change := range changes {
-		h := *base
-		change(&h)
-		if key(&h) == k0 {
+		h := clone(t, base)
+		change(h)
+		if key(h) == k0 {
 			t.Errorf("changing %s keeps the pool key", name)
 		}
 	}
 	// The user placeholder is the handler's, not the Gate's.
-	h := *base
-	h.User = "{http.request.header.X-User}"
-	if key(&h) != k0 {
+	h := clone(t, base)
+	h.AuthorizationCode.User = "{http.request.header.X-User}"
+	if key(h) != k0 {
 		t.Error("changing user changes the pool key")
 	}
 }
@@ -520,7 +540,7 @@ func BenchmarkSubject(b *testing.B) {
 		{"template", "{http.auth.user.id}-"}, {"sole", "{http.auth.user.id}"},
 	} {
 		b.Run("impl="+c.impl, func(b *testing.B) {
-			h := &Handler{User: c.user, userVar: soleVariable(c.user)}
+			h := &Handler{user: c.user, userVar: soleVariable(c.user)}
 			repl := caddy.NewReplacer()
 			repl.Set("http.auth.user.id", "alice@example.com")
 			r := httptest.NewRequest("GET", "/", nil)

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"crypto/tls"
-	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -89,116 +88,89 @@ func (r redisSpec) client() redis.UniversalClient {
 	})
 }
 
-// redisSubdirectives are the subdirectives of store redis only.
-var redisSubdirectives = []string{"redis_password", "redis_username", "redis_tls", "redis_namespace",
-	"redis_sentinel", "redis_sentinel_password", "redis_cluster", "redis_min_replicas", "redis_wait_timeout"}
+// errNoRedisAddress is the error for a redis store without a server.
+var errNoRedisAddress = refuse("store", "store: redis needs an address: store redis <host:port> [<db>], or redis_sentinel <master> <host:port...>, or redis_cluster <host:port...> (store.redis addr, sentinel or cluster in JSON)")
 
-// redisFieldSet returns the name of the first store redis field that h
-// sets, or "".
-func (h *Handler) redisFieldSet() string {
-	for _, f := range []struct {
-		name string
-		set  bool
-	}{
-		{"redis_addr", h.RedisAddr != ""}, {"redis_db", h.RedisDB != 0},
-		{"redis_password", h.RedisPassword != ""}, {"redis_username", h.RedisUsername != ""},
-		{"redis_tls", h.RedisTLS}, {"redis_namespace", h.RedisNamespace != ""},
-		{"redis_sentinel_master", h.RedisSentinelMaster != ""}, {"redis_sentinel_addrs", h.RedisSentinelAddrs != nil},
-		{"redis_sentinel_password", h.RedisSentinelPassword != ""}, {"redis_cluster_addrs", h.RedisClusterAddrs != nil},
-		{"redis_min_replicas", h.RedisMinReplicas != 0}, {"redis_wait_timeout", h.RedisWaitTimeout != 0},
-	} {
-		if f.set {
-			return f.name
-		}
-	}
-	return ""
-}
-
-// redisSpec checks the store redis fields of h and resolves their
-// placeholders with resolve (which leaves them as they are at adapt
-// time: an address that is still a placeholder is checked at load).
-func (h *Handler) redisSpec(resolve func(field, v string) (string, error)) (redisSpec, error) {
-	r := redisSpec{db: h.RedisDB, tls: h.RedisTLS, namespace: h.RedisNamespace,
-		minReplicas: h.RedisMinReplicas, waitTimeout: time.Duration(h.RedisWaitTimeout)}
-	sentinel := h.RedisSentinelMaster != "" || h.RedisSentinelAddrs != nil
-	cluster := h.RedisClusterAddrs != nil
+// spec checks rc and resolves its placeholders with r (an address that
+// is a placeholder until the load is checked then).
+func (rc *RedisConfig) spec(r resolver) (redisSpec, error) {
+	s := redisSpec{db: rc.DB, tls: rc.TLS, namespace: rc.Namespace,
+		minReplicas: rc.MinReplicas, waitTimeout: time.Duration(rc.WaitTimeout)}
+	const oneOf = "give one of store redis <host:port>, redis_sentinel and redis_cluster (store.redis addr, sentinel and cluster in JSON)"
 	var err error
 	switch {
-	case h.RedisAddr != "" && sentinel:
-		return r, fmt.Errorf("oauth2_token: redis_sentinel: store redis has an address already: give one of store redis <host:port>, redis_sentinel and redis_cluster (redis_addr, redis_sentinel_master and redis_cluster_addrs in JSON)")
-	case h.RedisAddr != "" && cluster:
-		return r, fmt.Errorf("oauth2_token: redis_cluster: store redis has an address already: give one of store redis <host:port>, redis_sentinel and redis_cluster (redis_addr, redis_sentinel_master and redis_cluster_addrs in JSON)")
-	case sentinel && cluster:
-		return r, fmt.Errorf("oauth2_token: redis_cluster: store redis is under Sentinel already: give one of redis_sentinel and redis_cluster")
-	case sentinel:
-		if h.RedisSentinelMaster == "" || len(h.RedisSentinelAddrs) == 0 {
-			return r, fmt.Errorf("oauth2_token: redis_sentinel: needs the master name and the sentinels: redis_sentinel <master> <host:port...> (redis_sentinel_master and redis_sentinel_addrs in JSON)")
+	case rc.Addr != "" && rc.Sentinel != nil:
+		return s, refuse("redis_sentinel", "redis_sentinel: store redis has an address already: "+oneOf)
+	case rc.Addr != "" && rc.Cluster != nil:
+		return s, refuse("redis_cluster", "redis_cluster: store redis has an address already: "+oneOf)
+	case rc.Sentinel != nil && rc.Cluster != nil:
+		return s, refuse("redis_cluster", "redis_cluster: redis_sentinel is given already: "+oneOf)
+	case rc.Sentinel != nil:
+		if rc.Sentinel.Master == "" || len(rc.Sentinel.Addrs) == 0 {
+			return s, refuse("redis_sentinel", "redis_sentinel: want the master name and the sentinels: redis_sentinel <master> <host:port...> (store.redis.sentinel master and addrs in JSON)")
 		}
-		if r.sentinelMaster, err = resolve("redis_sentinel_master", h.RedisSentinelMaster); err != nil {
-			return r, err
+		if s.sentinelMaster, err = r.resolve("redis_sentinel", rc.Sentinel.Master); err != nil {
+			return s, err
 		}
-		if r.sentinelAddrs, err = resolveAddrs("redis_sentinel", h.RedisSentinelAddrs, resolve); err != nil {
-			return r, err
+		if s.sentinelAddrs, err = resolveAddrs("redis_sentinel", rc.Sentinel.Addrs, r); err != nil {
+			return s, err
 		}
-		if r.sentinelPassword, err = resolve("redis_sentinel_password", h.RedisSentinelPassword); err != nil {
-			return r, err
+		if s.sentinelPassword, err = r.resolve("redis_sentinel_password", rc.Sentinel.Password); err != nil {
+			return s, err
 		}
-	case cluster:
-		if h.RedisDB != 0 {
-			return r, fmt.Errorf("oauth2_token: redis_db: a cluster has database 0 only")
+	case rc.Cluster != nil:
+		if rc.DB != 0 {
+			return s, refuse("store", "store: redis database %d: a cluster has database 0 only", rc.DB)
 		}
-		if r.clusterAddrs, err = resolveAddrs("redis_cluster", h.RedisClusterAddrs, resolve); err != nil {
-			return r, err
+		if s.clusterAddrs, err = resolveAddrs("redis_cluster", rc.Cluster, r); err != nil {
+			return s, err
 		}
-	case h.RedisAddr == "":
-		return r, fmt.Errorf("oauth2_token: store: redis needs an address: store redis <host:port> [<db>], redis_sentinel or redis_cluster (redis_addr, redis_sentinel_master or redis_cluster_addrs in JSON)")
+	case rc.Addr == "":
+		return s, errNoRedisAddress
 	default:
-		if r.addr, err = resolve("redis_addr", h.RedisAddr); err != nil {
-			return r, err
+		if s.addr, err = r.resolve("store", rc.Addr); err != nil {
+			return s, err
 		}
-		if !hasPlaceholder(r.addr) {
-			if err := checkRedisAddr("redis_addr", r.addr); err != nil {
-				return r, err
+		if !r.pending(rc.Addr) {
+			if err := checkRedisAddr("store", "redis address", s.addr); err != nil {
+				return s, err
 			}
 		}
 	}
-	if !sentinel && h.RedisSentinelPassword != "" {
-		return r, fmt.Errorf("oauth2_token: redis_sentinel_password: only applies with redis_sentinel")
+	if s.db < 0 {
+		return s, refuse("store", "store: redis database %d is not a number 0 or more", s.db)
 	}
-	if r.db < 0 {
-		return r, fmt.Errorf("oauth2_token: redis_db: %d is negative (want a database number, 0 or more)", r.db)
+	if s.minReplicas < -1 {
+		return s, refuse("redis_min_replicas", "redis_min_replicas: %d is below -1 (-1: never wait; 0: one replica when the primary has any)", s.minReplicas)
 	}
-	if r.minReplicas < -1 {
-		return r, fmt.Errorf("oauth2_token: redis_min_replicas: %d is below -1 (-1: never wait; 0: one replica when the primary has any)", r.minReplicas)
+	if s.waitTimeout < 0 || (s.waitTimeout > 0 && s.waitTimeout < time.Millisecond) {
+		return s, refuse("redis_wait_timeout", "redis_wait_timeout: %v is not a duration of 1ms or more", s.waitTimeout)
 	}
-	if r.waitTimeout < 0 || (r.waitTimeout > 0 && r.waitTimeout < time.Millisecond) {
-		return r, fmt.Errorf("oauth2_token: redis_wait_timeout: %v is not a duration of 1ms or more", r.waitTimeout)
+	if s.username, err = r.resolve("redis_username", rc.Username); err != nil {
+		return s, err
 	}
-	if r.username, err = resolve("redis_username", h.RedisUsername); err != nil {
-		return r, err
+	if s.password, err = r.resolve("redis_password", rc.Password); err != nil {
+		return s, err
 	}
-	if r.password, err = resolve("redis_password", h.RedisPassword); err != nil {
-		return r, err
+	if s.namespace == "" {
+		s.namespace = defaultRedisNamespace
 	}
-	if r.namespace == "" {
-		r.namespace = defaultRedisNamespace
+	if strings.ContainsFunc(s.namespace, func(c rune) bool { return c <= ' ' || c == 0x7f || c == '{' || c == '}' }) {
+		return s, refuse("redis_namespace", "redis_namespace: %q has a space, a brace or a control character", s.namespace)
 	}
-	if strings.ContainsFunc(r.namespace, func(c rune) bool { return c <= ' ' || c == 0x7f || c == '{' || c == '}' }) {
-		return r, fmt.Errorf("oauth2_token: redis_namespace: %q has a space, a brace or a control character", r.namespace)
-	}
-	return r, nil
+	return s, nil
 }
 
 // resolveAddrs resolves and checks the host:port addresses of field.
-func resolveAddrs(field string, addrs []string, resolve func(field, v string) (string, error)) ([]string, error) {
+func resolveAddrs(field string, addrs []string, r resolver) ([]string, error) {
 	out := make([]string, 0, len(addrs))
 	for _, a := range addrs {
-		v, err := resolve(field, a)
+		v, err := r.resolve(field, a)
 		if err != nil {
 			return nil, err
 		}
-		if !hasPlaceholder(v) {
-			if err := checkRedisAddr(field, v); err != nil {
+		if !r.pending(a) {
+			if err := checkRedisAddr(field, "", v); err != nil {
 				return nil, err
 			}
 		}
@@ -207,18 +179,23 @@ func resolveAddrs(field string, addrs []string, resolve func(field, v string) (s
 	return out, nil
 }
 
-// checkRedisAddr checks that addr, of field, is host:port. An address
-// that looks like a URL is not quoted back: it may carry a password.
-func checkRedisAddr(field, addr string) error {
+// checkRedisAddr checks that addr, of field (what in it: "" for the
+// whole value), is host:port. An address that looks like a URL is not
+// quoted back: it may carry a password.
+func checkRedisAddr(field, what, addr string) error {
+	name := field
+	if what != "" {
+		name += ": " + what
+	}
 	if strings.Contains(addr, "://") || strings.Contains(addr, "@") {
-		return fmt.Errorf("oauth2_token: %s: want host:port, not a URL (give the password with redis_password, the database as the db argument, TLS with redis_tls)", field)
+		return refuse(field, "%s: want host:port, not a URL (give the password with redis_password, the database as the db argument, TLS with redis_tls)", name)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
-		return fmt.Errorf("oauth2_token: %s: %q is not host:port", field, addr)
+		return refuse(field, "%s: %q is not host:port", name, addr)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("oauth2_token: %s: %q: the port is not a number from 1 to 65535", field, addr)
+		return refuse(field, "%s: %q: the port is not a number from 1 to 65535", name, addr)
 	}
 	return nil
 }

@@ -37,10 +37,17 @@ func redisHandler(t *testing.T, srv *tasknationtest.Server, addr string) *Handle
 	t.Helper()
 	h := userHandler(t, srv)
 	t.Setenv("TG_TEST_REDIS_PASSWORD", redisPassword)
-	h.Store, h.StoreDir = storeRedis, ""
-	h.RedisAddr = addr
-	h.RedisPassword = "{env.TG_TEST_REDIS_PASSWORD}"
+	h.Store.Kind, h.Store.Dir = storeRedis, ""
+	h.Store.Redis = &RedisConfig{Addr: addr, Password: "{env.TG_TEST_REDIS_PASSWORD}"}
 	return h
+}
+
+// sentinel is the sentinel object of h's Redis, made when it has none.
+func sentinel(h *Handler) *SentinelConfig {
+	if h.Store.Redis.Sentinel == nil {
+		h.Store.Redis.Sentinel = new(SentinelConfig)
+	}
+	return h.Store.Redis.Sentinel
 }
 
 // closedAddr is a loopback address nothing listens on.
@@ -60,32 +67,32 @@ func TestUnmarshalCaddyfile_Redis(t *testing.T) {
 	tests := []struct {
 		name  string
 		lines string
-		want  Handler
+		want  RedisConfig
 	}{
-		{"addr only", "store redis cache.internal:6379", Handler{Store: "redis", RedisAddr: "cache.internal:6379"}},
-		{"addr and db", "store redis 127.0.0.1:6379 2", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379", RedisDB: 2}},
-		{"db 0", "store redis 127.0.0.1:6379 0", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379"}},
-		{"ipv6", "store redis [::1]:6380", Handler{Store: "redis", RedisAddr: "[::1]:6380"}},
-		{"addr placeholder", "store redis {env.REDIS_ADDR}", Handler{Store: "redis", RedisAddr: "{env.REDIS_ADDR}"}},
+		{"addr only", "store redis cache.internal:6379", RedisConfig{Addr: "cache.internal:6379"}},
+		{"addr and db", "store redis 127.0.0.1:6379 2", RedisConfig{Addr: "127.0.0.1:6379", DB: 2}},
+		{"db 0", "store redis 127.0.0.1:6379 0", RedisConfig{Addr: "127.0.0.1:6379"}},
+		{"ipv6", "store redis [::1]:6380", RedisConfig{Addr: "[::1]:6380"}},
+		{"addr placeholder", "store redis {env.REDIS_ADDR}", RedisConfig{Addr: "{env.REDIS_ADDR}"}},
 		{
 			"every subdirective",
 			"store redis cache.internal:6380 5\n\tredis_password {env.REDIS_PASSWORD}\n\tredis_username gateway\n\tredis_tls on\n\tredis_namespace eu-gw",
-			Handler{Store: "redis", RedisAddr: "cache.internal:6380", RedisDB: 5, RedisPassword: "{env.REDIS_PASSWORD}",
-				RedisUsername: "gateway", RedisTLS: true, RedisNamespace: "eu-gw"},
+			RedisConfig{Addr: "cache.internal:6380", DB: 5, Password: "{env.REDIS_PASSWORD}", Username: "gateway", TLS: true, Namespace: "eu-gw"},
 		},
-		{"tls off", "store redis 127.0.0.1:6379\n\tredis_tls off", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379"}},
+		{"tls off", "store redis 127.0.0.1:6379\n\tredis_tls off", RedisConfig{Addr: "127.0.0.1:6379"}},
 		{
 			"sentinel",
 			"store redis\n\tredis_sentinel tokengate 10.0.0.1:26379 10.0.0.2:26379 {env.SENTINEL3}\n\tredis_sentinel_password {env.SENTINEL_PASSWORD}",
-			Handler{Store: "redis", RedisSentinelMaster: "tokengate", RedisSentinelAddrs: []string{"10.0.0.1:26379", "10.0.0.2:26379", "{env.SENTINEL3}"},
-				RedisSentinelPassword: "{env.SENTINEL_PASSWORD}"},
+			RedisConfig{Sentinel: &SentinelConfig{Master: "tokengate", Addrs: []string{"10.0.0.1:26379", "10.0.0.2:26379", "{env.SENTINEL3}"},
+				Password: "{env.SENTINEL_PASSWORD}"}},
 		},
-		{"sentinel before store", "redis_sentinel m 10.0.0.1:26379\n\tstore redis", Handler{Store: "redis", RedisSentinelMaster: "m", RedisSentinelAddrs: []string{"10.0.0.1:26379"}}},
-		{"cluster", "store redis\n\tredis_cluster 10.0.0.1:6379 10.0.0.2:6379", Handler{Store: "redis", RedisClusterAddrs: []string{"10.0.0.1:6379", "10.0.0.2:6379"}}},
+		{"sentinel before store", "redis_sentinel m 10.0.0.1:26379\n\tstore redis", RedisConfig{Sentinel: &SentinelConfig{Master: "m", Addrs: []string{"10.0.0.1:26379"}}}},
+		{"cluster", "store redis\n\tredis_cluster 10.0.0.1:6379 10.0.0.2:6379", RedisConfig{Cluster: []string{"10.0.0.1:6379", "10.0.0.2:6379"}}},
 		{"min replicas", "store redis 127.0.0.1:6379\n\tredis_min_replicas 2\n\tredis_wait_timeout 250ms",
-			Handler{Store: "redis", RedisAddr: "127.0.0.1:6379", RedisMinReplicas: 2, RedisWaitTimeout: caddy.Duration(250 * time.Millisecond)}},
-		{"min replicas off", "store redis 127.0.0.1:6379\n\tredis_min_replicas off", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379", RedisMinReplicas: -1}},
-		{"min replicas auto", "store redis 127.0.0.1:6379\n\tredis_min_replicas auto", Handler{Store: "redis", RedisAddr: "127.0.0.1:6379"}},
+			RedisConfig{Addr: "127.0.0.1:6379", MinReplicas: 2, WaitTimeout: caddy.Duration(250 * time.Millisecond)}},
+		{"wait timeout in days", "store redis 127.0.0.1:6379\n\tredis_wait_timeout 1d", RedisConfig{Addr: "127.0.0.1:6379", WaitTimeout: caddy.Duration(24 * time.Hour)}},
+		{"min replicas off", "store redis 127.0.0.1:6379\n\tredis_min_replicas off", RedisConfig{Addr: "127.0.0.1:6379", MinReplicas: -1}},
+		{"min replicas auto", "store redis 127.0.0.1:6379\n\tredis_min_replicas auto", RedisConfig{Addr: "127.0.0.1:6379"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,9 +100,9 @@ func TestUnmarshalCaddyfile_Redis(t *testing.T) {
 			if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(head + "\t" + tt.lines + "\n}")); err != nil {
 				t.Fatal(err)
 			}
-			tt.want.ClientID, tt.want.ClientSecret = "{env.ID}", "{env.SECRET}"
-			if !reflect.DeepEqual(h, tt.want) {
-				t.Fatalf("parsed\n%+v\nwant\n%+v", h, tt.want)
+			want := Handler{ClientID: "{env.ID}", ClientSecret: "{env.SECRET}", Store: &StoreConfig{Kind: "redis", Redis: &tt.want}}
+			if !reflect.DeepEqual(h, want) {
+				t.Fatalf("parsed\n%+v\nwant\n%+v", h.Store.Redis, tt.want)
 			}
 		})
 	}
@@ -110,10 +117,10 @@ func TestUnmarshalCaddyfile_RedisErrors(t *testing.T) {
 		{"db not a number", "store redis 127.0.0.1:6379 two", `redis database "two" is not a number 0 or more`},
 		{"negative db", "store redis 127.0.0.1:6379 -3", `redis database "-3"`},
 		{"too many arguments", "store redis 127.0.0.1:6379 1 2", "store: too many arguments"},
-		{"no port", "store redis cache.internal", `redis_addr: "cache.internal" is not host:port`},
-		{"port out of range", "store redis cache.internal:70000", "redis_addr: \"cache.internal:70000\": the port is not a number"},
-		{"url with password", "store redis redis://:" + redisPassword + "@cache.internal:6379", "redis_addr: want host:port, not a URL"},
-		{"user and password", "store redis gw:" + redisPassword + "@cache.internal:6379", "redis_addr: want host:port, not a URL"},
+		{"no port", "store redis cache.internal", `store: redis address: "cache.internal" is not host:port`},
+		{"port out of range", "store redis cache.internal:70000", "store: redis address: \"cache.internal:70000\": the port is not a number"},
+		{"url with password", "store redis redis://:" + redisPassword + "@cache.internal:6379", "store: redis address: want host:port, not a URL"},
+		{"user and password", "store redis gw:" + redisPassword + "@cache.internal:6379", "store: redis address: want host:port, not a URL"},
 		{"tls value", "store redis 127.0.0.1:6379\n\tredis_tls true", `redis_tls: "true" is not on or off`},
 		{"password with caddy store", "store caddy\n\tredis_password " + redisPassword, "redis_password: only applies to store redis (the store is caddy)"},
 		{"password extra argument", "store redis 127.0.0.1:6379\n\tredis_password " + redisPassword + " x", "redis_password takes one argument"},
@@ -122,10 +129,10 @@ func TestUnmarshalCaddyfile_RedisErrors(t *testing.T) {
 		{"namespace with a space", "store redis 127.0.0.1:6379\n\tredis_namespace \"a b\"", `redis_namespace: "a b" has a space`},
 		{"duplicate", "store redis 127.0.0.1:6379\n\tredis_tls on\n\tredis_tls off", `duplicate subdirective "redis_tls"`},
 		{"address and sentinel", "store redis 127.0.0.1:6379\n\tredis_sentinel m 127.0.0.1:26379", "redis_sentinel: store redis has an address already"},
-		{"sentinel and address", "redis_sentinel m 127.0.0.1:26379\n\tstore redis 127.0.0.1:6379", "store: redis with an address and redis_sentinel"},
+		{"sentinel and address", "redis_sentinel m 127.0.0.1:26379\n\tstore redis 127.0.0.1:6379", "redis_sentinel: store redis has an address already"},
 		{"address and cluster", "store redis 127.0.0.1:6379\n\tredis_cluster 127.0.0.1:7000", "redis_cluster: store redis has an address already"},
 		{"sentinel and cluster", "store redis\n\tredis_sentinel m 127.0.0.1:26379\n\tredis_cluster 127.0.0.1:7000", "redis_cluster: redis_sentinel is given already"},
-		{"cluster and sentinel", "store redis\n\tredis_cluster 127.0.0.1:7000\n\tredis_sentinel m 127.0.0.1:26379", "redis_sentinel: redis_cluster is given already"},
+		{"cluster and sentinel", "store redis\n\tredis_cluster 127.0.0.1:7000\n\tredis_sentinel m 127.0.0.1:26379", "redis_cluster: redis_sentinel is given already"},
 		{"sentinel without sentinels", "store redis\n\tredis_sentinel m", "redis_sentinel: want the master name and the sentinels"},
 		{"cluster without nodes", "store redis\n\tredis_cluster", "redis_cluster: want the addresses of some nodes"},
 		{"sentinel address", "store redis\n\tredis_sentinel m sentinel.internal", `redis_sentinel: "sentinel.internal" is not host:port`},
@@ -162,41 +169,38 @@ func TestProvision_RedisErrors(t *testing.T) {
 		change func(h *Handler)
 		want   string
 	}{
-		{"no addr", func(h *Handler) { h.RedisAddr = "" }, "store: redis needs an address"},
-		{"addr not host:port", func(h *Handler) { h.RedisAddr = "cache.internal" }, "redis_addr"},
-		{"addr a url", func(h *Handler) { h.RedisAddr = "rediss://gw:" + redisPassword + "@cache.internal:6379/0" }, "redis_addr: want host:port, not a URL"},
-		{"addr placeholder unset", func(h *Handler) { h.RedisAddr = "{env.TG_TEST_UNSET_ADDR}" }, "redis_addr: placeholder {env.TG_TEST_UNSET_ADDR} is unset"},
-		{"addr placeholder not host:port", func(h *Handler) { h.RedisAddr = "{env.TG_TEST_CLIENT_ID}" }, "redis_addr"},
-		{"negative db", func(h *Handler) { h.RedisDB = -1 }, "redis_db: -1 is negative"},
-		{"password placeholder unset", func(h *Handler) { h.RedisPassword = "{env.TG_TEST_UNSET_PW}" }, "redis_password: placeholder {env.TG_TEST_UNSET_PW} is unset"},
-		{"literal password with braces", func(h *Handler) { h.RedisPassword = "Zq8{" + fragment + "}w" }, "redis_password: has an unknown or empty placeholder"},
-		{"username placeholder unset", func(h *Handler) { h.RedisUsername = "{env.TG_TEST_UNSET_USER}" }, "redis_username"},
-		{"namespace with a newline", func(h *Handler) { h.RedisNamespace = "a\nb" }, "redis_namespace"},
-		{"tls with caddy store", func(h *Handler) { h.Store, h.RedisAddr, h.RedisPassword, h.RedisTLS = "caddy", "", "", true }, "redis_tls: only applies to store redis (the store is caddy)"},
-		{"db with file store", func(h *Handler) {
-			h.Store, h.StoreDir, h.RedisAddr, h.RedisPassword, h.RedisDB = "file", t.TempDir(), "", "", 1
-		}, "redis_db: only applies to store redis (the store is file)"},
-		{"addr with memory store", func(h *Handler) { h.Store, h.EncryptionKey = "memory", "" }, "redis_addr: only applies to store redis (the store is memory)"},
-		{"password with default store", func(h *Handler) { h.Store, h.RedisAddr = "", "" }, "redis_password: only applies to store redis (the store is caddy)"},
-		{"key with memory store", func(h *Handler) { h.Store, h.RedisAddr, h.RedisPassword = "memory", "", "" }, "encryption_key: only applies to a durable store (file, caddy or redis)"},
-		{"addr and sentinel", func(h *Handler) { h.RedisSentinelMaster, h.RedisSentinelAddrs = "m", []string{"127.0.0.1:26379"} }, "redis_sentinel: store redis has an address already"},
-		{"addr and cluster", func(h *Handler) { h.RedisClusterAddrs = []string{"127.0.0.1:7000"} }, "redis_cluster: store redis has an address already"},
+		{"no addr", func(h *Handler) { h.Store.Redis.Addr = "" }, "store: redis needs an address"},
+		{"no redis object", func(h *Handler) { h.Store.Redis = nil }, "store: redis needs an address"},
+		{"redis object without kind", func(h *Handler) { h.Store.Kind = "" }, ""}, // the redis object says redis
+		{"addr not host:port", func(h *Handler) { h.Store.Redis.Addr = "cache.internal" }, `store: redis address: "cache.internal" is not host:port`},
+		{"addr a url", func(h *Handler) { h.Store.Redis.Addr = "rediss://gw:" + redisPassword + "@cache.internal:6379/0" }, "store: redis address: want host:port, not a URL"},
+		{"addr placeholder unset", func(h *Handler) { h.Store.Redis.Addr = "{env.TG_TEST_UNSET_ADDR}" }, "store: placeholder {env.TG_TEST_UNSET_ADDR} is unset"},
+		{"addr placeholder not host:port", func(h *Handler) { h.Store.Redis.Addr = "{env.TG_TEST_CLIENT_ID}" }, "store: redis address"},
+		{"negative db", func(h *Handler) { h.Store.Redis.DB = -1 }, "store: redis database -1 is not a number 0 or more"},
+		{"password placeholder unset", func(h *Handler) { h.Store.Redis.Password = "{env.TG_TEST_UNSET_PW}" }, "redis_password: placeholder {env.TG_TEST_UNSET_PW} is unset"},
+		{"literal password with braces", func(h *Handler) { h.Store.Redis.Password = "Zq8{" + fragment + "}w" }, "redis_password: has an unknown or empty placeholder"},
+		{"username placeholder unset", func(h *Handler) { h.Store.Redis.Username = "{env.TG_TEST_UNSET_USER}" }, "redis_username"},
+		{"namespace with a newline", func(h *Handler) { h.Store.Redis.Namespace = "a\nb" }, "redis_namespace"},
+		{"redis object with caddy store", func(h *Handler) { h.Store.Kind = "caddy" }, "store: a redis object only applies to store redis (the store is caddy)"},
+		{"redis object with memory store", func(h *Handler) { h.Store.Kind, h.Store.EncryptionKeys = "memory", nil },
+			"store: a redis object only applies to store redis (the store is memory)"},
+		{"key with memory store", func(h *Handler) { h.Store.Kind, h.Store.Redis = "memory", nil }, "encryption_key: only applies to a durable store (file, caddy or redis)"},
+		{"addr and sentinel", func(h *Handler) { sentinel(h).Master, sentinel(h).Addrs = "m", []string{"127.0.0.1:26379"} }, "redis_sentinel: store redis has an address already"},
+		{"addr and cluster", func(h *Handler) { h.Store.Redis.Cluster = []string{"127.0.0.1:7000"} }, "redis_cluster: store redis has an address already"},
 		{"sentinel and cluster", func(h *Handler) {
-			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs, h.RedisClusterAddrs = "", "m", []string{"127.0.0.1:26379"}, []string{"127.0.0.1:7000"}
-		}, "redis_cluster: store redis is under Sentinel already"},
-		{"sentinel without master", func(h *Handler) { h.RedisAddr, h.RedisSentinelAddrs = "", []string{"127.0.0.1:26379"} }, "redis_sentinel: needs the master name and the sentinels"},
-		{"sentinel without sentinels", func(h *Handler) { h.RedisAddr, h.RedisSentinelMaster = "", "m" }, "redis_sentinel: needs the master name and the sentinels"},
+			h.Store.Redis.Addr, sentinel(h).Master, sentinel(h).Addrs, h.Store.Redis.Cluster = "", "m", []string{"127.0.0.1:26379"}, []string{"127.0.0.1:7000"}
+		}, "redis_cluster: redis_sentinel is given already"},
+		{"sentinel without master", func(h *Handler) { h.Store.Redis.Addr, sentinel(h).Addrs = "", []string{"127.0.0.1:26379"} }, "redis_sentinel: want the master name and the sentinels"},
+		{"sentinel without sentinels", func(h *Handler) { h.Store.Redis.Addr, sentinel(h).Master = "", "m" }, "redis_sentinel: want the master name and the sentinels"},
 		{"sentinel placeholder unset", func(h *Handler) {
-			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs = "", "m", []string{"{env.TG_TEST_UNSET_SENTINEL}"}
+			h.Store.Redis.Addr, sentinel(h).Master, sentinel(h).Addrs = "", "m", []string{"{env.TG_TEST_UNSET_SENTINEL}"}
 		}, "redis_sentinel: placeholder {env.TG_TEST_UNSET_SENTINEL} is unset"},
-		{"sentinel password without sentinel", func(h *Handler) { h.RedisSentinelPassword = "{env.TG_TEST_REDIS_PASSWORD}" }, "redis_sentinel_password: only applies with redis_sentinel"},
-		{"cluster address", func(h *Handler) { h.RedisAddr, h.RedisClusterAddrs = "", []string{"n1"} }, `redis_cluster: "n1" is not host:port`},
-		{"cluster with a db", func(h *Handler) { h.RedisAddr, h.RedisClusterAddrs, h.RedisDB = "", []string{"127.0.0.1:7000"}, 1 }, "redis_db: a cluster has database 0 only"},
-		{"min replicas below -1", func(h *Handler) { h.RedisMinReplicas = -2 }, "redis_min_replicas: -2 is below -1"},
-		{"negative wait timeout", func(h *Handler) { h.RedisWaitTimeout = caddy.Duration(-time.Second) }, "redis_wait_timeout: -1s is not a duration of 1ms or more"},
-		{"cluster with caddy store", func(h *Handler) {
-			h.Store, h.RedisAddr, h.RedisPassword, h.RedisClusterAddrs = "caddy", "", "", []string{"127.0.0.1:7000"}
-		}, "redis_cluster_addrs: only applies to store redis (the store is caddy)"},
+		{"cluster address", func(h *Handler) { h.Store.Redis.Addr, h.Store.Redis.Cluster = "", []string{"n1"} }, `redis_cluster: "n1" is not host:port`},
+		{"cluster with a db", func(h *Handler) {
+			h.Store.Redis.Addr, h.Store.Redis.Cluster, h.Store.Redis.DB = "", []string{"127.0.0.1:7000"}, 1
+		}, "store: redis database 1: a cluster has database 0 only"},
+		{"min replicas below -1", func(h *Handler) { h.Store.Redis.MinReplicas = -2 }, "redis_min_replicas: -2 is below -1"},
+		{"negative wait timeout", func(h *Handler) { h.Store.Redis.WaitTimeout = caddy.Duration(-time.Second) }, "redis_wait_timeout: -1s is not a duration of 1ms or more"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,6 +209,13 @@ func TestProvision_RedisErrors(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 			defer cancel()
 			err := h.Provision(ctx)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Provision: %v", err)
+				}
+				h.Cleanup()
+				return
+			}
 			if err == nil {
 				h.Cleanup()
 				t.Fatalf("Provision succeeded, want an error containing %q", tt.want)
@@ -341,30 +352,32 @@ func TestWarn_Redis(t *testing.T) {
 		want   []string // messages, in order, besides none else of these two
 	}{
 		{"loopback ip", func(h *Handler) {}, nil},
-		{"localhost", func(h *Handler) { h.RedisAddr = "localhost:6379" }, nil},
-		{"ipv6 loopback", func(h *Handler) { h.RedisAddr = "[::1]:6379" }, nil},
-		{"remote without tls", func(h *Handler) { h.RedisAddr = "cache.internal:6379" }, []string{inClear}},
-		{"remote ip without tls", func(h *Handler) { h.RedisAddr = "10.1.2.3:6379" }, []string{inClear}},
-		{"remote with tls", func(h *Handler) { h.RedisAddr, h.RedisTLS = "cache.internal:6379", true }, nil},
-		{"literal password", func(h *Handler) { h.RedisPassword = redisPassword }, []string{literal}},
-		{"remote, literal password", func(h *Handler) { h.RedisAddr, h.RedisPassword = "cache.internal:6379", redisPassword }, []string{inClear, literal}},
+		{"localhost", func(h *Handler) { h.Store.Redis.Addr = "localhost:6379" }, nil},
+		{"ipv6 loopback", func(h *Handler) { h.Store.Redis.Addr = "[::1]:6379" }, nil},
+		{"remote without tls", func(h *Handler) { h.Store.Redis.Addr = "cache.internal:6379" }, []string{inClear}},
+		{"remote ip without tls", func(h *Handler) { h.Store.Redis.Addr = "10.1.2.3:6379" }, []string{inClear}},
+		{"remote with tls", func(h *Handler) { h.Store.Redis.Addr, h.Store.Redis.TLS = "cache.internal:6379", true }, nil},
+		{"literal password", func(h *Handler) { h.Store.Redis.Password = redisPassword }, []string{literal}},
+		{"remote, literal password", func(h *Handler) { h.Store.Redis.Addr, h.Store.Redis.Password = "cache.internal:6379", redisPassword }, []string{inClear, literal}},
 		{"loopback sentinels", func(h *Handler) {
-			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs = "", "m", []string{"127.0.0.1:26379", "[::1]:26380"}
+			h.Store.Redis.Addr, sentinel(h).Master, sentinel(h).Addrs = "", "m", []string{"127.0.0.1:26379", "[::1]:26380"}
 		}, nil},
 		{"a remote sentinel", func(h *Handler) {
-			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs = "", "m", []string{"127.0.0.1:26379", "10.0.0.2:26379"}
+			h.Store.Redis.Addr, sentinel(h).Master, sentinel(h).Addrs = "", "m", []string{"127.0.0.1:26379", "10.0.0.2:26379"}
 		}, []string{inClear}},
-		{"remote cluster with tls", func(h *Handler) { h.RedisAddr, h.RedisClusterAddrs, h.RedisTLS = "", []string{"10.0.0.1:6379"}, true }, nil},
-		{"remote cluster", func(h *Handler) { h.RedisAddr, h.RedisClusterAddrs = "", []string{"10.0.0.1:6379"} }, []string{inClear}},
+		{"remote cluster with tls", func(h *Handler) {
+			h.Store.Redis.Addr, h.Store.Redis.Cluster, h.Store.Redis.TLS = "", []string{"10.0.0.1:6379"}, true
+		}, nil},
+		{"remote cluster", func(h *Handler) { h.Store.Redis.Addr, h.Store.Redis.Cluster = "", []string{"10.0.0.1:6379"} }, []string{inClear}},
 		{"literal sentinel password", func(h *Handler) {
-			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs, h.RedisSentinelPassword = "", "m", []string{"127.0.0.1:26379"}, redisPassword
+			h.Store.Redis.Addr, sentinel(h).Master, sentinel(h).Addrs, sentinel(h).Password = "", "m", []string{"127.0.0.1:26379"}, redisPassword
 		}, []string{literal}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := redisHandler(t, srv, "127.0.0.1:6379")
 			tt.change(h)
-			_, spec, err := h.config(caddy.NewReplacer())
+			_, spec, err := h.config(resolver{caddy.NewReplacer()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -407,7 +420,7 @@ func TestPoolKey_Redis(t *testing.T) {
 	t.Setenv("TG_TEST_KEY2", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("K", 32))))
 	key := func(h *Handler) string {
 		t.Helper()
-		cfg, spec, err := h.config(caddy.NewReplacer())
+		cfg, spec, err := h.config(resolver{caddy.NewReplacer()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -418,36 +431,36 @@ func TestPoolKey_Redis(t *testing.T) {
 		t.Fatal("the pool key holds the Redis password")
 	}
 	changes := map[string]func(h *Handler){
-		"redis_addr":      func(h *Handler) { h.RedisAddr = "127.0.0.1:6380" },
-		"redis_db":        func(h *Handler) { h.RedisDB = 1 },
-		"redis_username":  func(h *Handler) { h.RedisUsername = "gw" },
-		"redis_password":  func(h *Handler) { h.RedisPassword = "{env.TG_TEST_REDIS_PASSWORD2}" },
-		"no password":     func(h *Handler) { h.RedisPassword = "" },
-		"redis_tls":       func(h *Handler) { h.RedisTLS = true },
-		"redis_namespace": func(h *Handler) { h.RedisNamespace = "other" },
-		"encryption_key":  func(h *Handler) { h.EncryptionKey = "{env.TG_TEST_KEY2}" },
-		"store":           func(h *Handler) { h.Store, h.RedisAddr, h.RedisPassword = "caddy", "", "" },
+		"redis_addr":      func(h *Handler) { h.Store.Redis.Addr = "127.0.0.1:6380" },
+		"redis_db":        func(h *Handler) { h.Store.Redis.DB = 1 },
+		"redis_username":  func(h *Handler) { h.Store.Redis.Username = "gw" },
+		"redis_password":  func(h *Handler) { h.Store.Redis.Password = "{env.TG_TEST_REDIS_PASSWORD2}" },
+		"no password":     func(h *Handler) { h.Store.Redis.Password = "" },
+		"redis_tls":       func(h *Handler) { h.Store.Redis.TLS = true },
+		"redis_namespace": func(h *Handler) { h.Store.Redis.Namespace = "other" },
+		"encryption_key":  func(h *Handler) { h.Store.EncryptionKeys = []string{"{env.TG_TEST_KEY2}"} },
+		"store":           func(h *Handler) { h.Store.Kind, h.Store.Redis = "caddy", nil },
 		"redis_sentinel": func(h *Handler) {
-			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs = "", "m", []string{"127.0.0.1:26379"}
+			h.Store.Redis.Addr, sentinel(h).Master, sentinel(h).Addrs = "", "m", []string{"127.0.0.1:26379"}
 		},
-		"redis_cluster":      func(h *Handler) { h.RedisAddr, h.RedisClusterAddrs = "", []string{"127.0.0.1:6379"} },
-		"redis_min_replicas": func(h *Handler) { h.RedisMinReplicas = -1 },
-		"redis_wait_timeout": func(h *Handler) { h.RedisWaitTimeout = caddy.Duration(time.Minute) },
+		"redis_cluster":      func(h *Handler) { h.Store.Redis.Addr, h.Store.Redis.Cluster = "", []string{"127.0.0.1:6379"} },
+		"redis_min_replicas": func(h *Handler) { h.Store.Redis.MinReplicas = -1 },
+		"redis_wait_timeout": func(h *Handler) { h.Store.Redis.WaitTimeout = caddy.Duration(time.Minute) },
 		"redis_sentinel_password": func(h *Handler) {
-			h.RedisAddr, h.RedisSentinelMaster, h.RedisSentinelAddrs = "", "m", []string{"127.0.0.1:26379"}
-			h.RedisSentinelPassword = "{env.TG_TEST_REDIS_PASSWORD2}"
+			h.Store.Redis.Addr, sentinel(h).Master, sentinel(h).Addrs = "", "m", []string{"127.0.0.1:26379"}
+			sentinel(h).Password = "{env.TG_TEST_REDIS_PASSWORD2}"
 		},
 	}
 	for name, change := range changes {
-		h := *base
-		change(&h)
-		if key(&h) == k0 {
+		h := clone(t, base)
+		change(h)
+		if key(h) == k0 {
 			t.Errorf("changing %s keeps the pool key", name)
 		}
 	}
-	h := *base
-	h.RedisNamespace = defaultRedisNamespace
-	if key(&h) != k0 {
+	h := clone(t, base)
+	h.Store.Redis.Namespace = defaultRedisNamespace
+	if key(h) != k0 {
 		t.Error("redis_namespace tokengate (the default) written out changes the pool key")
 	}
 }
@@ -513,7 +526,7 @@ func TestRedisStore_SharedAcrossTokenSources(t *testing.T) {
 	defer srv.Close()
 	handler := func(change func(h *Handler)) *Handler {
 		h := redisHandler(t, srv, rs.Addr())
-		h.RedisPassword = "" // the test server has none
+		h.Store.Redis.Password = "" // the test server has none
 		change(h)
 		_, cancel := provision(t, h)
 		t.Cleanup(func() { cancel(); h.Cleanup() })
@@ -528,9 +541,11 @@ func TestRedisStore_SharedAcrossTokenSources(t *testing.T) {
 		shared bool
 	}{
 		{"the same redis, another token source", func(h *Handler) { h.RequestTimeout = caddy.Duration(9 * time.Second) }, true},
-		{"the default namespace written out", func(h *Handler) { h.RedisNamespace, h.RequestTimeout = "tokengate", caddy.Duration(8*time.Second) }, true},
-		{"another database", func(h *Handler) { h.RedisDB = 1 }, false},
-		{"another namespace", func(h *Handler) { h.RedisNamespace = "other-gateway" }, false},
+		{"the default namespace written out", func(h *Handler) {
+			h.Store.Redis.Namespace, h.RequestTimeout = "tokengate", caddy.Duration(8*time.Second)
+		}, true},
+		{"another database", func(h *Handler) { h.Store.Redis.DB = 1 }, false},
+		{"another namespace", func(h *Handler) { h.Store.Redis.Namespace = "other-gateway" }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -605,12 +620,12 @@ func TestRedisStore_SentinelAndCluster(t *testing.T) {
 		{"sentinel", func(t *testing.T) func(h *Handler) {
 			s := redistest.StartSentinel(t)
 			return func(h *Handler) {
-				h.RedisSentinelMaster, h.RedisSentinelAddrs = redistest.MasterName, s.SentinelAddrs()
+				sentinel(h).Master, sentinel(h).Addrs = redistest.MasterName, s.SentinelAddrs()
 			}
 		}},
 		{"cluster", func(t *testing.T) func(h *Handler) {
 			cl := redistest.StartCluster(t)
-			return func(h *Handler) { h.RedisClusterAddrs = cl.Addrs()[:2] }
+			return func(h *Handler) { h.Store.Redis.Cluster = cl.Addrs()[:2] }
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -619,7 +634,7 @@ func TestRedisStore_SentinelAndCluster(t *testing.T) {
 			defer srv.Close()
 			handler := func(timeout time.Duration) *Handler {
 				h := redisHandler(t, srv, "")
-				h.RedisPassword = "" // the test servers have none
+				h.Store.Redis.Password = "" // the test servers have none
 				h.RequestTimeout = caddy.Duration(timeout)
 				where(h)
 				_, cancel := provision(t, h)
