@@ -7,10 +7,12 @@ package caddyfile_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"iter"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -145,6 +147,83 @@ func TestCaddyfileAdaptToJSON(t *testing.T) {
 			}
 			if have != want {
 				t.Errorf("adapted JSON differs from the fixture (- expected, + adapted):\n%s", lineDiff(want, have))
+			}
+		})
+	}
+}
+
+// TestCaddyfileAdapt_ErrorLines: an error found once the block is read
+// (a rule between settings, or a value the rules refuse) is reported at
+// the line of the subdirective at fault, not at the block's closing
+// brace; a missing setting at the line of the subdirective that needs
+// it, or of the directive.
+func TestCaddyfileAdapt_ErrorLines(t *testing.T) {
+	creds := []string{"client_id {env.TN_CLIENT_ID}", "client_secret {env.TN_CLIENT_SECRET}"} // lines 3 and 4
+	user := []string{"grant authorization_code", "user {http.auth.user.id}"}                  // then 5 and 6
+	with := func(lists ...[]string) []string { return slices.Concat(lists...) }
+	tests := []struct {
+		name  string
+		block []string // the lines of the oauth2_token block, from line 3
+		line  int
+		want  string
+	}{
+		{"unknown scope", with(creds, []string{"scopes demand::serach"}), 5, `scopes "demand::serach": unknown tasknation scope`},
+		{"http token_url", with(creds, []string{"scopes demand::search", "token_url http://auth.example.com/t"}), 6, `token_url "http://auth.example.com/t"`},
+		{"generic without token_url", with(creds, []string{"scopes a", "provider generic"}), 6, "token_url is required"},
+		{"unknown provider", with(creds, []string{"provider okta"}), 5, `provider: unknown provider "okta"`},
+		{"no client_id", []string{"client_secret {env.TN_CLIENT_SECRET}"}, 2, "client_id is required"},
+		{"backoff upside down", with(creds, []string{"backoff 1m 1s"}), 5, "backoff needs 0 < min_backoff (1m0s) <= max_backoff (1s)"},
+		{"refresh_window", with(creds, []string{"request_timeout 3s", "refresh_window 1.5"}), 6, "refresh_window must be between 0 and 1"},
+		{"unknown store", with(creds, []string{"store reddis"}), 5, `store: unknown store "reddis"`},
+		{"redis address", with(creds, []string{"store redis cache.internal"}), 5, `store: redis address: "cache.internal" is not host:port`},
+		{"redis address and cluster", with(creds, []string{"store redis 127.0.0.1:6379", "redis_tls on", "redis_cluster 127.0.0.1:7000"}), 7,
+			"redis_cluster: store redis has an address already"},
+		{"redis sentinel before the address", with(creds, []string{"redis_sentinel m 127.0.0.1:26379", "store redis 127.0.0.1:6379"}), 5,
+			"redis_sentinel: store redis has an address already"},
+		{"redis sentinel and cluster", with(creds, []string{"store redis", "redis_cluster 127.0.0.1:7000", "redis_sentinel m 127.0.0.1:26379"}), 6,
+			"redis_cluster: redis_sentinel is given already"},
+		{"redis cluster address", with(creds, []string{"redis_cluster 127.0.0.1:7000 node2", "store redis"}), 5, `redis_cluster: "node2" is not host:port`},
+		{"redis without a server", with(creds, []string{"scopes demand::search", "store redis"}), 6, "store: redis needs an address"},
+		{"redis namespace", with(creds, []string{"store redis 127.0.0.1:6379", `redis_namespace "a b"`}), 6, `redis_namespace: "a b" has a space`},
+		{"redis option with another store", with(creds, []string{"store caddy", "redis_tls on"}), 6, "redis_tls: only applies to store redis (the store is caddy)"},
+		{"sentinel password without sentinel", with(creds, []string{"store redis 127.0.0.1:6379", "redis_sentinel_password {env.P}"}), 6,
+			"redis_sentinel_password: only applies with redis_sentinel"},
+		{"key with memory store", with(creds, []string{"store memory", "encryption_key {env.K}"}), 6, "encryption_key: only applies to a durable store"},
+		{"key repeated", with(creds, []string{"store file /var/lib/tg", "encryption_key {env.K} {env.K}"}), 6, "encryption_key: key 2 of 2 (an older key) repeats key 1 of 2"},
+		{"key invalid", with(creds, []string{"encryption_key c2hvcnQta2V5", "store file /var/lib/tg"}), 5, "encryption_key: encryption key decodes to 9 bytes"},
+		{"user option with client_credentials", with(creds, []string{"scopes demand::search", "pkce off"}), 6,
+			"pkce: only applies to grant authorization_code (the grant is client_credentials)"},
+		{"user literal", with(creds, []string{"grant authorization_code", "redirect_uri https://gw.example.com/cb", "user alice"}), 7, `user "alice" has no placeholder`},
+		{"no user", with(creds, []string{"redirect_uri https://gw.example.com/cb", "grant authorization_code"}), 6, "user is required for grant authorization_code"},
+		{"no redirect_uri", with(creds, user), 5, "redirect_uri is required for the authorization_code grant"},
+		{"relative redirect_uri", with(creds, user, []string{"redirect_uri /cb"}), 7, `redirect_uri "/cb": not an absolute http(s) URL`},
+		{"callback_path not in redirect_uri", with(creds, user, []string{"redirect_uri https://gw.example.com/gw/cb", "callback_path /oauth2/callback"}), 8,
+			`callback_path "/oauth2/callback": redirect_uri's path "/gw/cb" must be the callback path`},
+		{"callback path from redirect_uri taken", with(creds, user, []string{"connect_path /cb", "redirect_uri https://gw.example.com/cb"}), 8,
+			`callback_path "/cb": the same path as connect_path`},
+		{"status_path relative", with(creds, user, []string{"redirect_uri https://gw.example.com/cb", "status_path status"}), 8, `status_path "status": must start with /`},
+		{"http auth_url", with(creds, user, []string{"redirect_uri https://gw.example.com/cb", "auth_url http://login.example.com/a"}), 8,
+			`auth_url "http://login.example.com/a": http:// is only allowed on loopback hosts`},
+		{"revocation_url with tasknation", with(creds, user, []string{"redirect_uri https://gw.example.com/cb", "revocation_url https://login.example.com/r"}), 8,
+			"revocation_url does not apply to provider tasknation"},
+		{"connected_redirect", with(creds, user, []string{"redirect_uri https://gw.example.com/cb", "connected_redirect //evil.example"}), 8,
+			`connected_redirect "//evil.example": want an absolute URL or a path starting with /`},
+		{"max_callback_query too small", with(creds, user, []string{"redirect_uri https://gw.example.com/cb", "max_callback_query 512"}), 8,
+			"max_callback_query 512 is too small for a callback"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			caddyfile := ":8080 {\n\toauth2_token {\n\t\t" + strings.Join(tt.block, "\n\t\t") + "\n\t}\n}\n"
+			_, _, err := adapt(caddyfile)
+			if err == nil {
+				t.Fatalf("adapting succeeded, want an error at line %d", tt.line)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error does not contain %q: %s", tt.want, msg)
+			}
+			if at := fmt.Sprintf(", at Caddyfile:%d", tt.line); !strings.HasSuffix(msg, at) {
+				t.Errorf("error not at line %d (want it to end with %q):\n%s\nin\n%s", tt.line, at, msg, caddyfile)
 			}
 		})
 	}

@@ -129,6 +129,9 @@ var (
 		"refresh_token_warning"}
 )
 
+// subdirectives are all of them.
+var subdirectives = slices.Concat(clientSubdirectives, redisSubdirectives, userSubdirectives)
+
 // grants are the values of the grant subdirective.
 var grants = []string{middleware.GrantClientCredentials, middleware.GrantAuthorizationCode}
 
@@ -346,8 +349,7 @@ func (b *block) parse(d *caddyfile.Dispenser, sub string) error {
 	case "refresh_token_warning":
 		return duration(&u.RefreshTokenWarning)
 	default:
-		known := slices.Concat(clientSubdirectives, redisSubdirectives, userSubdirectives)
-		return d.Errf("oauth2_token: unrecognized subdirective %q%s", sub, didYouMean(sub, known))
+		return d.Errf("oauth2_token: unrecognized subdirective %q%s", sub, didYouMean(sub, subdirectives))
 	}
 	return nil
 }
