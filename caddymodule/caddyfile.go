@@ -382,7 +382,8 @@ func (b *block) parseStore(d *caddyfile.Dispenser) error {
 		}
 		most = 3
 	}
-	if len(args) > most {
+	// An unknown kind is Validate's to report, with the kinds there are.
+	if len(args) > most && slices.Contains(storeKinds, args[0]) {
 		return d.Errf("oauth2_token: store: too many arguments (want %s)", storeChoices)
 	}
 	return nil
