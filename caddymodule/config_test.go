@@ -1,6 +1,9 @@
 package caddymodule
 
 import (
+	"encoding/json"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -130,5 +133,36 @@ func TestDidYouMean(t *testing.T) {
 		if d := editDistance(tt.a, tt.b); d != tt.d || editDistance(tt.b, tt.a) != tt.d {
 			t.Errorf("editDistance(%q, %q) = %d, want %d both ways", tt.a, tt.b, d, tt.d)
 		}
+	}
+}
+
+// The README's JSON examples of the handler load: they decode strictly,
+// as Caddy decodes them, and pass Validate.
+func TestReadmeJSON(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```json\n(.*?)```").FindAllStringSubmatch(string(b), -1)
+	n := 0
+	for _, m := range blocks {
+		var doc map[string]json.RawMessage
+		if json.Unmarshal([]byte(m[1]), &doc) != nil || string(doc["handler"]) != `"oauth2_token"` {
+			continue
+		}
+		n++
+		delete(doc, "handler")
+		raw, _ := json.Marshal(doc)
+		var h Handler
+		if err := caddy.StrictUnmarshalJSON(raw, &h); err != nil {
+			t.Errorf("README example %d does not decode: %v\n%s", n, err, m[1])
+			continue
+		}
+		if err := h.Validate(); err != nil {
+			t.Errorf("README example %d does not validate: %v\n%s", n, err, m[1])
+		}
+	}
+	if n < 2 {
+		t.Errorf("found %d JSON examples of the handler in the README, want at least 2", n)
 	}
 }
