@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -481,27 +480,11 @@ func settingError(err error, p middleware.Provider) error {
 	if !errors.As(err, &ce) {
 		return fmt.Errorf("oauth2_token: %w", err)
 	}
-	var msg strings.Builder
-	msg.WriteString("oauth2_token: " + ce.Field)
-	detail := ce.Reason
-	if ce.Err != nil {
-		if detail != "" {
-			detail += ": "
-		}
-		detail += ce.Err.Error()
-	}
-	switch {
-	case ce.Value != "":
-		fmt.Fprintf(&msg, " %q: %s", ce.Value, detail)
-	case ce.Reason != "":
-		msg.WriteString(" " + detail)
-	default:
-		msg.WriteString(": " + detail)
-	}
+	msg := "oauth2_token: " + ce.Describe()
 	if ce.Field == "scopes" && ce.Value != "" && p.Scopes != nil {
-		msg.WriteString(didYouMean(ce.Value, slices.Sorted(maps.Keys(p.Scopes))))
+		msg += didYouMean(ce.Value, slices.Sorted(maps.Keys(p.Scopes)))
 	}
-	return &moduleError{field: ce.Field, msg: msg.String(), err: err}
+	return &moduleError{field: ce.Field, msg: msg, err: err}
 }
 
 // moduleError is an error worded by this module, about the setting field

@@ -119,7 +119,12 @@ type ConfigError struct {
 	Err error
 }
 
-func (e *ConfigError) Error() string {
+func (e *ConfigError) Error() string { return "middleware: " + e.Describe() }
+
+// Describe is the error's text without the package's prefix, as in
+// `redirect_uri "/cb": not an absolute http(s) URL`: a front end (the
+// Caddy module) prefixes it with its own name.
+func (e *ConfigError) Describe() string {
 	detail := e.Reason
 	if e.Err != nil {
 		if detail != "" {
@@ -129,13 +134,13 @@ func (e *ConfigError) Error() string {
 	}
 	switch {
 	case e.Value != "" && detail == "":
-		return fmt.Sprintf("middleware: %s %q", e.Field, e.Value)
+		return fmt.Sprintf("%s %q", e.Field, e.Value)
 	case e.Value != "":
-		return fmt.Sprintf("middleware: %s %q: %s", e.Field, e.Value, detail)
+		return fmt.Sprintf("%s %q: %s", e.Field, e.Value, detail)
 	case e.Reason != "":
-		return "middleware: " + e.Field + " " + detail
+		return e.Field + " " + detail
 	default:
-		return "middleware: " + e.Field + ": " + detail
+		return e.Field + ": " + detail
 	}
 }
 
