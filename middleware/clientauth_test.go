@@ -544,12 +544,12 @@ func TestClientAuth_ConfigErrors(t *testing.T) {
 			c.HTTPClient = &http.Client{Transport: replayTransport{}}
 		}, "needs HTTPClient.Transport to be nil or an *http.Transport"},
 		{"secret still required", "client_secret", generic, "is required"},
-		{"issuer not discovered", "issuer", func(c *middleware.Config) {
+		{"issuer over http", "issuer", func(c *middleware.Config) {
 			generic(c)
 			c.TokenURL = ""
 			c.ClientSecret = "s3cret-value"
-			c.Issuer = "https://auth.example.com"
-		}, "run Config.Discover before New"},
+			c.Issuer = "http://auth.example.com"
+		}, "http:// is only allowed on loopback hosts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := middleware.Config{ClientID: "id", ClientSecret: "s3cret-value"}
@@ -563,6 +563,28 @@ func TestClientAuth_ConfigErrors(t *testing.T) {
 				t.Fatalf("error shows the secret: %v", err)
 			}
 		})
+	}
+}
+
+// Validate checks a Config whose endpoints come from its issuer without
+// discovering them; New needs them discovered.
+func TestValidate_IssuerNotDiscovered(t *testing.T) {
+	cfg := middleware.Config{
+		Provider: middleware.Generic, Issuer: "https://auth.example.com", ClientID: "id", ClientSecret: "secret",
+		Grant: middleware.GrantAuthorizationCode, RedirectURI: "https://app.example.com/oauth2/callback",
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	cfg.ConnectPath = "connect"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "connect_path") {
+		t.Fatalf("Validate with a bad connect_path: %v", err)
+	}
+	cfg.ConnectPath = ""
+	_, err := middleware.New(cfg)
+	var ce *middleware.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "issuer" || !strings.Contains(err.Error(), "run Config.Discover before New") {
+		t.Fatalf("New: %v, want a ConfigError of issuer", err)
 	}
 }
 

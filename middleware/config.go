@@ -102,7 +102,8 @@ type Config struct {
 	// discovery: Config.Discover fills TokenURL, AuthURL and RevocationURL
 	// (those left empty) from its RFC 8414 or OpenID Connect metadata.
 	// New does no network I/O: a Config with an Issuer and no TokenURL
-	// fails until Discover has run. Generic provider only. Default: none.
+	// fails New until Discover has run (Validate checks the rest without
+	// it). Generic provider only. Default: none.
 	Issuer string
 
 	// HTTPClient calls the token endpoint. Its Transport is wrapped to cap
@@ -254,7 +255,22 @@ type Config struct {
 
 // Validate reports the first problem New would find in c: a *ConfigError
 // naming the field at fault, in the Caddyfile's spelling.
+//
+// A Config with an Issuer whose endpoints are not discovered yet (no
+// Discover has run: Validate does no network I/O) has the rest checked,
+// the issuer standing in for the endpoints it will give.
 func (c Config) Validate() error {
+	if c.Issuer != "" && (c.TokenURL == "" || c.AuthURL == "") && c.checkProviderOptions() == nil {
+		if _, err := issuerURL(c.Issuer); err != nil {
+			return err
+		}
+		if c.TokenURL == "" {
+			c.TokenURL = c.Issuer
+		}
+		if c.AuthURL == "" {
+			c.AuthURL = c.Issuer
+		}
+	}
 	_, err := c.withDefaults()
 	return err
 }
