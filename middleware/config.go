@@ -1,6 +1,8 @@
 package middleware
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -67,9 +69,42 @@ type Config struct {
 	// Scopes are requested on every token request (always sent: a server
 	// may answer an unscoped request with a token that has no scope).
 	Scopes []string
-	// AuthStyle overrides the provider's client authentication style.
+	// AuthStyle overrides the provider's client authentication style
+	// (client_auth basic or post): AuthStyleInHeader sends the client ID
+	// and secret in an HTTP Basic header, AuthStyleInParams in the form
+	// body, at the token and the revocation endpoints alike.
 	// Default (AuthStyleAutoDetect, the zero value): the provider's.
+	// Generic provider only.
 	AuthStyle oauth2.AuthStyle
+	// PrivateKeyJWT authenticates the client with a signed assertion
+	// (private_key_jwt, RFC 7523) instead of a secret: ClientSecret must
+	// be empty. Generic provider only. Default: none.
+	PrivateKeyJWT *PrivateKeyJWT
+	// ClientCertificate authenticates the client with mutual TLS
+	// (tls_client_auth, RFC 8705 §2): the token and revocation requests
+	// present it, and carry the client ID in the form body and no secret
+	// (ClientSecret must be empty). LoadClientCertificate reads one from
+	// files. It needs HTTPClient.Transport to be nil or an
+	// *http.Transport. Generic provider only. Default: none.
+	ClientCertificate *tls.Certificate
+	// RootCAs verifies the certificates of the token, revocation and
+	// discovery endpoints (a private CA; LoadCertPool reads one). It needs
+	// HTTPClient.Transport to be nil or an *http.Transport.
+	// Default: the system's roots.
+	RootCAs *x509.CertPool
+	// TokenParams are sent on every token request (client_credentials,
+	// code exchange, refresh): audience, resource (RFC 8707; may repeat),
+	// or whatever the server asks for. A parameter of the protocol
+	// (grant_type, client_id, scope, code, ...) is refused. Generic
+	// provider only. Default: none.
+	TokenParams url.Values
+	// Issuer is the authorization server's issuer identifier, for
+	// discovery: Config.Discover fills TokenURL, AuthURL and RevocationURL
+	// (those left empty) from its RFC 8414 or OpenID Connect metadata.
+	// New does no network I/O: a Config with an Issuer and no TokenURL
+	// fails New until Discover has run (Validate checks the rest without
+	// it). Generic provider only. Default: none.
+	Issuer string
 
 	// HTTPClient calls the token endpoint. Its Transport is wrapped to cap
 	// response bodies at 1 MiB. Default: a client on http.DefaultTransport.
@@ -211,11 +246,31 @@ type Config struct {
 	// publicPrefix is the part of RedirectURI's path before CallbackPath:
 	// what a router in front stripped (see RedirectURI).
 	publicPrefix string
+	// assertion makes the client assertions of PrivateKeyJWT.
+	assertion *assertionSigner
+	// ownTransport is the transport withDefaults made for
+	// ClientCertificate or RootCAs, closed with the Gate.
+	ownTransport *http.Transport
 }
 
 // Validate reports the first problem New would find in c: a *ConfigError
 // naming the field at fault, in the Caddyfile's spelling.
+//
+// A Config with an Issuer whose endpoints are not discovered yet (no
+// Discover has run: Validate does no network I/O) has the rest checked,
+// the issuer standing in for the endpoints it will give.
 func (c Config) Validate() error {
+	if c.Issuer != "" && (c.TokenURL == "" || c.AuthURL == "") && c.checkProviderOptions() == nil {
+		if _, err := issuerURL(c.Issuer); err != nil {
+			return err
+		}
+		if c.TokenURL == "" {
+			c.TokenURL = c.Issuer
+		}
+		if c.AuthURL == "" {
+			c.AuthURL = c.Issuer
+		}
+	}
 	_, err := c.withDefaults()
 	return err
 }
@@ -226,20 +281,20 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Provider.Name == "" {
 		c.Provider = TaskNation
 	}
+	if err := c.checkProviderOptions(); err != nil {
+		return c, err
+	}
 	if c.TokenURL == "" {
 		c.TokenURL = c.Provider.TokenURL
 	}
-	if c.AuthStyle == oauth2.AuthStyleAutoDetect {
-		c.AuthStyle = c.Provider.AuthStyle
-	}
-	if c.AuthStyle == oauth2.AuthStyleAutoDetect {
-		c.AuthStyle = oauth2.AuthStyleInHeader
+	if c.TokenURL == "" && c.Issuer != "" {
+		return c, &ConfigError{Field: "issuer", Value: c.Issuer, Reason: "the endpoints are not discovered yet: run Config.Discover before New (or set token_url)"}
 	}
 	if c.ClientID == "" {
 		return c, &ConfigError{Field: "client_id", Reason: "is required"}
 	}
-	if c.ClientSecret == "" {
-		return c, &ConfigError{Field: "client_secret", Reason: "is required"}
+	if err := c.clientAuthDefaults(); err != nil {
+		return c, err
 	}
 	if err := checkEndpoint("token_url", c.TokenURL); err != nil {
 		return c, err
@@ -249,6 +304,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{}
+	}
+	if c.ClientCertificate != nil || c.RootCAs != nil {
+		t, err := tlsTransport(c.HTTPClient.Transport, c.ClientCertificate, c.RootCAs)
+		if err != nil {
+			return c, err
+		}
+		hc := *c.HTTPClient
+		hc.Transport = t
+		c.HTTPClient, c.ownTransport = &hc, t
+	}
+	if err := checkTokenParams(c.TokenParams); err != nil {
+		return c, err
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
@@ -297,7 +364,74 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Clock == nil {
 		c.Clock = SystemClock{}
 	}
+	if c.PrivateKeyJWT != nil {
+		a, err := newAssertionSigner(c.PrivateKeyJWT, c.ClientID, c.TokenURL, c.Clock.Now)
+		if err != nil {
+			return c, err
+		}
+		c.assertion = a
+	}
 	return c, nil
+}
+
+// checkProviderOptions refuses the options of the generic provider with
+// a preset that fixes them (TaskNation: client_id and client_secret in
+// the form body, its own endpoints).
+func (c *Config) checkProviderOptions() error {
+	if c.Provider.Name != "" && c.Provider.Name != TaskNation.Name { // "": the default, TaskNation
+		return nil
+	}
+	for _, o := range []struct {
+		field string
+		set   bool
+	}{
+		{"client_auth", c.AuthStyle != oauth2.AuthStyleAutoDetect && c.AuthStyle != TaskNation.AuthStyle},
+		{"private_key_jwt", c.PrivateKeyJWT != nil},
+		{"tls_client_auth", c.ClientCertificate != nil},
+		{"token_params", len(c.TokenParams) > 0},
+		{"issuer", c.Issuer != ""},
+	} {
+		if o.set {
+			return &ConfigError{Field: o.field, Reason: "does not apply to provider tasknation, which takes client_id and client_secret in the form body at its documented endpoints (use provider generic)"}
+		}
+	}
+	return nil
+}
+
+// clientAuthDefaults settles how the client authenticates: a secret
+// (Basic or in the form body), a client assertion, or a TLS certificate,
+// exactly one of them.
+func (c *Config) clientAuthDefaults() error {
+	keyed := c.PrivateKeyJWT != nil || c.ClientCertificate != nil
+	if c.PrivateKeyJWT != nil && c.ClientCertificate != nil {
+		return &ConfigError{Field: "private_key_jwt", Reason: "and tls_client_auth are two client authentication methods: choose one"}
+	}
+	if keyed {
+		field := "private_key_jwt"
+		if c.ClientCertificate != nil {
+			field = "tls_client_auth"
+		}
+		if c.ClientSecret != "" {
+			return &ConfigError{Field: "client_secret", Reason: "must be empty with " + field + " (no secret is sent)"}
+		}
+		if c.AuthStyle == oauth2.AuthStyleInHeader {
+			return &ConfigError{Field: "client_auth", Reason: "basic does not apply with " + field + ", which sends client_id in the form body"}
+		}
+		// client_id in the form body, and no secret: x/oauth2 leaves
+		// client_secret out when it is empty.
+		c.AuthStyle = oauth2.AuthStyleInParams
+		return nil
+	}
+	if c.AuthStyle == oauth2.AuthStyleAutoDetect {
+		c.AuthStyle = c.Provider.AuthStyle
+	}
+	if c.AuthStyle == oauth2.AuthStyleAutoDetect {
+		c.AuthStyle = oauth2.AuthStyleInHeader
+	}
+	if c.ClientSecret == "" {
+		return &ConfigError{Field: "client_secret", Reason: "is required"}
+	}
+	return nil
 }
 
 // userDefaults validates and completes the authorization_code fields.

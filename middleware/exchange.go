@@ -102,15 +102,30 @@ type exchanger struct {
 	// revokeClient.
 	revocationURL string
 	revokeClient  *http.Client
-	now           func() time.Time
-	obs           Observer
+	// auth is the client authentication of revocation requests (token
+	// requests get theirs from x/oauth2 and formTransport).
+	auth clientAuth
+	// transport is the transport newExchanger made (client certificate,
+	// root CAs), nil when it uses the caller's: closed with the Gate.
+	transport *http.Transport
+	now       func() time.Time
+	obs       Observer
 }
 
 func newExchanger(c Config) *exchanger {
 	// A copy: the caller's client is left as it is. limitTransport refuses
 	// 3xx answers, so no redirect is followed.
 	hc := *c.HTTPClient
-	hc.Transport = limitTransport{base: c.HTTPClient.Transport}
+	base := c.HTTPClient.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	var rt http.RoundTripper = base
+	if len(c.TokenParams) > 0 || c.assertion != nil {
+		tu, _ := url.Parse(c.TokenURL) // checked by withDefaults
+		rt = formTransport{base: base, tokenURL: tu, params: c.TokenParams, assertion: c.assertion}
+	}
+	hc.Transport = limitTransport{base: rt}
 	return &exchanger{
 		cc: clientcredentials.Config{
 			ClientID:     c.ClientID,
@@ -135,8 +150,17 @@ func newExchanger(c Config) *exchanger {
 			Transport:     c.HTTPClient.Transport,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		now: c.Clock.Now,
-		obs: c.Observer,
+		auth:      clientAuth{id: c.ClientID, secret: c.ClientSecret, style: c.AuthStyle, assertion: c.assertion},
+		transport: c.ownTransport,
+		now:       c.Clock.Now,
+		obs:       c.Observer,
+	}
+}
+
+// close releases the connections of a transport the exchanger owns.
+func (x *exchanger) close() {
+	if x.transport != nil {
+		x.transport.CloseIdleConnections()
 	}
 }
 

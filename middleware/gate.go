@@ -159,6 +159,7 @@ func (g *Gate) Close() error {
 	<-done
 	g.bg.Wait()
 	err := g.src.close()
+	g.endpoint.close()
 	if g.ownStore != nil {
 		err = errors.Join(err, g.ownStore.Close())
 	}

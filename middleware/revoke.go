@@ -9,31 +9,29 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-
-	"golang.org/x/oauth2"
 )
 
 // revoke asks the RFC 7009 revocation endpoint to revoke refreshToken
 // (and, at servers that do so, the access tokens issued with it), with
-// the client authentication of the token requests. ctx bounds it. The
+// the client authentication of the token requests (a secret in a Basic
+// header or the form body, a client assertion, or the TLS certificate of
+// the transport). ctx bounds it. The
 // error never holds the token or the secret.
 func (x *exchanger) revoke(ctx context.Context, refreshToken string) error {
 	form := url.Values{"token": {refreshToken}, "token_type_hint": {"refresh_token"}}
-	basic := x.oc.Endpoint.AuthStyle != oauth2.AuthStyleInParams
-	if !basic {
-		form.Set("client_id", x.oc.ClientID)
-		form.Set("client_secret", x.oc.ClientSecret)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, x.revocationURL, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, x.revocationURL, nil)
 	if err != nil {
 		return fmt.Errorf("middleware: revocation request: %w", err)
 	}
+	if err := x.auth.apply(req, form); err != nil {
+		return err
+	}
+	enc := form.Encode()
+	req.Body = io.NopCloser(strings.NewReader(enc))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(enc)), nil }
+	req.ContentLength = int64(len(enc))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	if basic {
-		// RFC 6749 §2.3.1: form-encoded before Basic, as x/oauth2 does.
-		req.SetBasicAuth(url.QueryEscape(x.oc.ClientID), url.QueryEscape(x.oc.ClientSecret))
-	}
 	resp, err := x.revokeClient.Do(req)
 	if err != nil {
 		var ue *url.Error

@@ -9,6 +9,18 @@
 //     only (HTTP Basic is refused with 401 invalid_client unless
 //     Options.AcceptBasicAuth is set) and serves the client_credentials,
 //     authorization_code and refresh_token grants.
+//   - A client registered with Client.AuthMethods authenticates the ways
+//     a generic server allows instead: client_secret_basic,
+//     private_key_jwt (RFC 7523: the assertion's signature against
+//     Client.PublicKey, its algorithm, kid, iss = sub = client ID, aud the
+//     token endpoint or the issuer, exp, and a jti used once) or
+//     tls_client_auth (RFC 8705, with Options.TLS: the TLS certificate the
+//     client presented, bound by its SHA-256 to Client.Certificate).
+//     Failures are 401 invalid_client with WWW-Authenticate, more than
+//     one method 400 invalid_request (RFC 6749 §2.3, §5.2).
+//   - resource (RFC 8707) and audience may repeat; Client.Resources makes
+//     a resource required (400 invalid_target otherwise), and
+//     LastTokenRequest shows the parameters a client sent.
 //   - token_type is "bearer" in lower case; expires_in is rounded down when
 //     the answer is written; a client_credentials request without a scope
 //     gets a token with no scope; only an authorization_code grant that
@@ -25,8 +37,9 @@
 //     unregistered redirect URI, which get a 400 page.
 //   - /api/... is a fake resource server that checks bearer tokens and the
 //     scope each route needs.
-//   - POST /oauth2/introspect (RFC 7662) and
-//     GET /.well-known/oauth-authorization-server (RFC 8414) are served too;
+//   - POST /oauth2/introspect (RFC 7662),
+//     GET /.well-known/oauth-authorization-server (RFC 8414) and
+//     GET /.well-known/openid-configuration are served too;
 //     POST /oauth2/revoke (RFC 7009) only with Options.RevocationEndpoint,
 //     as TaskNation documents none (RevocationRequests,
 //     RevokedRefreshTokens and FailRevocations observe and break it).

@@ -92,7 +92,7 @@ type Fault struct {
 	// invalid_grant.
 	Code string
 	// EchoCredentials makes FaultReject's error_description quote the
-	// client secret, refresh token, authorization code and code verifier
+	// client secret or assertion, refresh token, authorization code and code verifier
 	// the request carried, for tests that a client keeps what a server
 	// says about them out of its logs and errors.
 	EchoCredentials bool
@@ -215,7 +215,7 @@ func rejection(r *http.Request, f Fault) *oauthError {
 	if f.EchoCredentials {
 		var quoted []string
 		_, basicSecret, _ := r.BasicAuth()
-		for _, name := range []string{"client_secret", "refresh_token", "code", "code_verifier"} {
+		for _, name := range []string{"client_secret", "client_assertion", "refresh_token", "code", "code_verifier"} {
 			v := r.PostForm.Get(name)
 			if name == "client_secret" && v == "" {
 				v = basicSecret

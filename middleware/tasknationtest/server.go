@@ -1,11 +1,15 @@
 package tasknationtest
 
 import (
+	"crypto"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -92,6 +96,31 @@ type Client struct {
 	Grants []string
 	// Scopes lists the scopes the client may request; nil allows the whole catalog.
 	Scopes []string
+	// AuthMethods lists how the client may authenticate (AuthSecretPost,
+	// AuthSecretBasic, AuthPrivateKeyJWT, AuthTLSClient), at the token,
+	// introspection and revocation endpoints alike; another method is
+	// 401 invalid_client. Default: AuthSecretPost, plus AuthSecretBasic
+	// when Options.AcceptBasicAuth is set.
+	AuthMethods []string
+	// PublicKey verifies the client's assertions (AuthPrivateKeyJWT): an
+	// *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey.
+	PublicKey crypto.PublicKey
+	// KeyID, when set, is the kid an assertion must name.
+	KeyID string
+	// AssertionAlgorithm, when set, is the only JWS algorithm accepted
+	// for assertions (RS256, PS256, ES256, EdDSA, ...). Default: any that
+	// fits PublicKey.
+	AssertionAlgorithm string
+	// Certificate is the client's TLS certificate (AuthTLSClient): a
+	// request authenticates when the certificate it presented has the
+	// same SHA-256 over its DER encoding. (RFC 8705 §2.1 also allows
+	// binding by subject DN under a trusted CA; the fake binds the
+	// certificate itself, which needs no CA.)
+	Certificate *x509.Certificate
+	// Resources, when non-nil, are the resource indicators (RFC 8707) the
+	// client may ask for: every token request must carry at least one
+	// resource parameter, each in the list, or gets 400 invalid_target.
+	Resources []string
 }
 
 // Options configure a Server. The zero value is a working server with one
@@ -128,6 +157,14 @@ type Options struct {
 	// generic authorization server would. TaskNation documents none, so
 	// it is off by default.
 	RevocationEndpoint bool
+	// TLS serves https (a certificate of httptest's, see Certificate and
+	// Client) and asks clients for a TLS certificate without requiring
+	// one, for AuthTLSClient.
+	TLS bool
+	// OpenIDDiscoveryOnly serves the metadata at
+	// /.well-known/openid-configuration only: the RFC 8414 document
+	// answers 404, as at an OpenID provider that has none.
+	OpenIDDiscoveryOnly bool
 	// Listener, if set, is the listener the server serves on (for example a
 	// fixed loopback port for a demo); the Server takes ownership of it.
 	// Default: a new listener on 127.0.0.1:0.
@@ -167,6 +204,13 @@ type Server struct {
 	revokedFamily atomic.Int64 // refresh tokens (families) it revoked
 	revokeFail    atomic.Int64 // HTTP status the revocation endpoint fails with; 0: none
 
+	authMu     sync.Mutex
+	authCount  map[string]int64     // successful client authentications per method
+	jtis       map[string]time.Time // client ID + jti of assertions seen → their exp; guarded by mu
+	jtiReplays atomic.Int64
+	formMu     sync.Mutex
+	lastForm   url.Values
+
 	testHook   atomic.Pointer[func(event string)]
 	answerHook atomic.Pointer[func(TokenEvent)]
 }
@@ -176,6 +220,29 @@ type clientState struct {
 	redirectURIs []string
 	grants       []string
 	scopes       []string // nil = catalog
+	authMethods  []string
+	publicKey    crypto.PublicKey
+	keyID        string
+	assertionAlg string
+	certSHA256   []byte
+	resources    []string // nil: no resource required
+}
+
+// checkResources applies Client.Resources to the resource parameters of
+// a token request.
+func (c *clientState) checkResources(got []string) *oauthError {
+	if c.resources == nil {
+		return nil
+	}
+	if len(got) == 0 {
+		return errf(http.StatusBadRequest, "invalid_target", "a resource parameter is required")
+	}
+	for _, r := range got {
+		if !slices.Contains(c.resources, r) {
+			return errf(http.StatusBadRequest, "invalid_target", "resource %q is not allowed for this client", r)
+		}
+	}
+	return nil
 }
 
 func (c *clientState) allowsGrant(g string) bool { return slices.Contains(c.grants, g) }
@@ -253,6 +320,8 @@ func NewServer(opts Options) *Server {
 		access:     map[string]*accessToken{},
 		refresh:    map[string]*refreshToken{},
 		grantCount: map[string]int64{},
+		authCount:  map[string]int64{},
+		jtis:       map[string]time.Time{},
 	}
 	clients := opts.Clients
 	if clients == nil {
@@ -267,19 +336,25 @@ func NewServer(opts Options) *Server {
 	mux.HandleFunc("/oauth2/token", s.handleToken)
 	mux.HandleFunc("/oauth2/auth", s.handleAuth)
 	mux.HandleFunc("/oauth2/introspect", s.handleIntrospect)
-	mux.HandleFunc("/.well-known/oauth-authorization-server", s.handleMetadata)
+	if !opts.OpenIDDiscoveryOnly {
+		mux.HandleFunc("/.well-known/oauth-authorization-server", s.handleMetadata)
+	}
+	mux.HandleFunc("/.well-known/openid-configuration", s.handleMetadata)
 	if opts.RevocationEndpoint {
 		mux.HandleFunc("/oauth2/revoke", s.handleRevoke)
 	}
 	mux.HandleFunc("/api/", s.handleAPI)
 
+	s.hs = httptest.NewUnstartedServer(mux)
 	if opts.Listener != nil {
-		s.hs = httptest.NewUnstartedServer(mux)
 		s.hs.Listener.Close()
 		s.hs.Listener = opts.Listener
-		s.hs.Start()
+	}
+	if opts.TLS {
+		s.hs.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+		s.hs.StartTLS()
 	} else {
-		s.hs = httptest.NewServer(mux)
+		s.hs.Start()
 	}
 	s.URL = strings.TrimSuffix(s.hs.URL, "/")
 	return s
@@ -292,6 +367,35 @@ func (s *Server) Close() {
 		close(s.done)
 		s.hs.Close()
 	})
+}
+
+// Certificate returns the server's TLS certificate with Options.TLS,
+// nil otherwise.
+func (s *Server) Certificate() *x509.Certificate { return s.hs.Certificate() }
+
+// Client returns an HTTP client that trusts the server's certificate
+// (Options.TLS), and a plain client otherwise.
+func (s *Server) Client() *http.Client { return s.hs.Client() }
+
+// LastTokenRequest returns the form of the last token request that was
+// authenticated and allowed its grant, without its credentials
+// (client_secret, client_assertion, code, code_verifier, refresh_token):
+// what a test checks extra parameters (audience, resource) with. nil
+// before any.
+func (s *Server) LastTokenRequest() url.Values {
+	s.formMu.Lock()
+	defer s.formMu.Unlock()
+	return maps.Clone(s.lastForm)
+}
+
+func (s *Server) recordForm(form url.Values) {
+	f := maps.Clone(form)
+	for _, k := range []string{"client_secret", "client_assertion", "code", "code_verifier", "refresh_token"} {
+		delete(f, k)
+	}
+	s.formMu.Lock()
+	s.lastForm = f
+	s.formMu.Unlock()
 }
 
 // TokenURL returns the token endpoint, URL+"/oauth2/token".
@@ -312,7 +416,8 @@ func (s *Server) AddClient(c Client) {
 	if c.ID == "" {
 		panic("tasknationtest: client with empty ID")
 	}
-	cs := &clientState{id: c.ID, secret: c.Secret, grants: slices.Clone(c.Grants)}
+	cs := &clientState{id: c.ID, secret: c.Secret, grants: slices.Clone(c.Grants), resources: slices.Clone(c.Resources)}
+	cs.registerAuth(s, c)
 	if c.Grants == nil {
 		cs.grants = slices.Clone(allGrants)
 	}
@@ -553,9 +658,9 @@ func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "invalid_request", ErrorDescription: "method not allowed"})
 		return
 	}
-	authMethods := []string{"client_secret_post"}
-	if s.opts.AcceptBasicAuth {
-		authMethods = append(authMethods, "client_secret_basic")
+	authMethods := []string{AuthSecretPost, AuthSecretBasic, AuthPrivateKeyJWT}
+	if s.opts.TLS {
+		authMethods = append(authMethods, AuthTLSClient)
 	}
 	scopes := make([]string, 0, len(Scopes))
 	for sc := range Scopes {
@@ -563,15 +668,16 @@ func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.Sort(scopes)
 	meta := map[string]any{
-		"issuer":                                s.URL,
-		"authorization_endpoint":                s.AuthURL(),
-		"token_endpoint":                        s.TokenURL(),
-		"introspection_endpoint":                s.IntrospectURL(),
-		"scopes_supported":                      scopes,
-		"response_types_supported":              []string{"code"},
-		"grant_types_supported":                 allGrants,
-		"token_endpoint_auth_methods_supported": authMethods,
-		"code_challenge_methods_supported":      []string{"S256"},
+		"issuer":                                           s.URL,
+		"authorization_endpoint":                           s.AuthURL(),
+		"token_endpoint":                                   s.TokenURL(),
+		"introspection_endpoint":                           s.IntrospectURL(),
+		"scopes_supported":                                 scopes,
+		"response_types_supported":                         []string{"code"},
+		"grant_types_supported":                            allGrants,
+		"token_endpoint_auth_methods_supported":            authMethods,
+		"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"},
+		"code_challenge_methods_supported":                 []string{"S256"},
 	}
 	if s.opts.RevocationEndpoint {
 		meta["revocation_endpoint"] = s.RevocationURL()

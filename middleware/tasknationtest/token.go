@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"mime"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -133,6 +132,10 @@ func (s *Server) token(r *http.Request, formErr error) tokenResult {
 	if !client.allowsGrant(grant) {
 		return tokenResult{err: errf(http.StatusBadRequest, "unauthorized_client", "the client may not use grant type %q", grant)}
 	}
+	s.recordForm(r.PostForm)
+	if e := client.checkResources(r.PostForm["resource"]); e != nil {
+		return tokenResult{err: e}
+	}
 	switch grant {
 	case GrantClientCredentials:
 		return s.clientCredentials(r, client)
@@ -153,48 +156,11 @@ func checkForm(r *http.Request, formErr error) *oauthError {
 		return errf(http.StatusBadRequest, "invalid_request", "malformed form body")
 	}
 	for k, v := range r.PostForm {
-		if len(v) > 1 {
+		if len(v) > 1 && k != "resource" && k != "audience" { // RFC 8707 §2, RFC 8693 §2.1
 			return errf(http.StatusBadRequest, "invalid_request", "parameter %q is repeated", k)
 		}
 	}
 	return nil
-}
-
-// authenticateClient checks the client credentials: form body only, or HTTP
-// Basic when Options.AcceptBasicAuth is set.
-func (s *Server) authenticateClient(r *http.Request) (*clientState, *oauthError) {
-	fail := errf(http.StatusUnauthorized, "invalid_client", "client authentication failed")
-	id, secret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-	if r.Header.Get("Authorization") != "" {
-		if !s.opts.AcceptBasicAuth {
-			return nil, errf(http.StatusUnauthorized, "invalid_client",
-				"client authentication failed: send client_id and client_secret in the request body, HTTP Basic is not supported")
-		}
-		bid, bsecret, ok := r.BasicAuth()
-		if !ok {
-			return nil, fail
-		}
-		if r.PostForm.Has("client_secret") {
-			return nil, errf(http.StatusBadRequest, "invalid_request", "more than one client authentication method used")
-		}
-		var err1, err2 error
-		bid, err1 = url.QueryUnescape(bid)
-		bsecret, err2 = url.QueryUnescape(bsecret)
-		if err1 != nil || err2 != nil || (id != "" && id != bid) {
-			return nil, fail
-		}
-		id, secret = bid, bsecret
-	}
-	if id == "" || secret == "" {
-		return nil, fail
-	}
-	s.mu.Lock()
-	c := s.clients[id]
-	s.mu.Unlock()
-	if c == nil || subtle.ConstantTimeCompare([]byte(secret), []byte(c.secret)) != 1 {
-		return nil, fail
-	}
-	return c, nil
 }
 
 func (s *Server) clientCredentials(r *http.Request, c *clientState) tokenResult {
