@@ -311,8 +311,7 @@ func TestCaddyAttack_ClientControlledUserWarns(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { // no braces: the name is in the log file's path
 			s := newUserSite(t)
 			logFile := filepath.Join(s.dir, "caddy.log")
-			cfg := s.caddyfile(userOptions{})
-			cfg = strings.Replace(cfg, "\tstorage file_system ", fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n\tstorage file_system ", logFile), 1)
+			cfg := s.caddyfile(userOptions{log: logFile, logLevel: "DEBUG"})
 			cfg = strings.Replace(cfg, "user {http.auth.user.id}", "user "+c.user, 1)
 			s.loadCaddyfile(cfg)
 			alice, bob := s.user(t, "alice"), s.user(t, "bob")
