@@ -1,8 +1,6 @@
 package readmetest
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,40 +34,24 @@ type caddyBlock struct {
 
 // caddyBlocks returns the ```caddyfile blocks of a Markdown text.
 func caddyBlocks(md []byte) ([]caddyBlock, error) {
-	sc := bufio.NewScanner(bytes.NewReader(md))
+	fs, err := fences(md, nil)
+	if err != nil {
+		return nil, err
+	}
 	var out []caddyBlock
-	var cur *caddyBlock
-	in := false
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		switch {
-		case !in && strings.HasPrefix(line, "```"):
-			in = true
-			info := strings.Fields(strings.TrimPrefix(line, "```"))
-			if len(info) > 0 && info[0] == "caddyfile" {
-				cur = &caddyBlock{line: n + 1}
-				if len(info) > 1 {
-					cur.mode = info[1]
-				}
-				switch cur.mode {
-				case "", "site", "fragment":
-				default:
-					return nil, fmt.Errorf("line %d: ```caddyfile %s: want no word, site or fragment", n, cur.mode)
-				}
-			}
-		case in && strings.HasPrefix(line, "```"):
-			if cur != nil {
-				out = append(out, *cur)
-			}
-			in, cur = false, nil
-		case cur != nil:
-			cur.text += line + "\n"
+	for _, f := range fs {
+		lang, mode := f.lang()
+		if lang != "caddyfile" {
+			continue
 		}
+		switch mode {
+		case "", "site", "fragment":
+		default:
+			return nil, fmt.Errorf("line %d: ```caddyfile %s: want no word, site or fragment", f.line-1, mode)
+		}
+		out = append(out, caddyBlock{line: f.line, mode: mode, text: f.text})
 	}
-	if in {
-		return nil, fmt.Errorf("a code block is not closed")
-	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // checkCaddyBlock returns what is wrong with b: a difference from

@@ -1,7 +1,6 @@
 package readmetest
 
 import (
-	"bufio"
 	"bytes"
 	"flag"
 	"fmt"
@@ -28,24 +27,23 @@ type heading struct {
 	text  string
 }
 
-// headings returns the ## and ### headings of a Markdown text.
-func headings(md []byte) []heading {
+// headings returns the ## and ### headings of a Markdown text, and the
+// anchors of all its headings.
+func headings(md []byte) ([]heading, map[string]bool, error) {
 	var out []heading
-	sc := bufio.NewScanner(bytes.NewReader(md))
-	in := false
-	for sc.Scan() {
-		line := sc.Text()
+	anchors := map[string]bool{}
+	_, err := fences(md, func(line string) {
 		switch {
-		case strings.HasPrefix(line, "```"):
-			in = !in
-		case in:
 		case strings.HasPrefix(line, "### "):
 			out = append(out, heading{3, strings.TrimPrefix(line, "### ")})
 		case strings.HasPrefix(line, "## "):
 			out = append(out, heading{2, strings.TrimPrefix(line, "## ")})
 		}
-	}
-	return out
+		if strings.HasPrefix(line, "#") {
+			anchors[anchor(strings.TrimSpace(strings.TrimLeft(line, "#")))] = true
+		}
+	})
+	return out, anchors, err
 }
 
 // anchor is GitHub's anchor of a heading: lower case, without what is
@@ -91,7 +89,10 @@ func TestReadmeTOC(t *testing.T) {
 	if i < 0 || j < i {
 		t.Fatalf("README.md has no %q ... %q lines", strings.TrimSpace(tocStart), strings.TrimSpace(tocEnd))
 	}
-	hs := headings(md)
+	hs, _, err := headings(md)
+	if err != nil {
+		t.Fatalf("README.md: %v", err)
+	}
 	if len(hs) < 10 {
 		t.Fatalf("found %d ## and ### headings in README.md: is the parser broken?", len(hs))
 	}
@@ -130,17 +131,9 @@ func TestReadmeAnchorsExist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	have := map[string]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(md))
-	in := false
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "```"):
-			in = !in
-		case !in && strings.HasPrefix(line, "#"):
-			have[anchor(strings.TrimSpace(strings.TrimLeft(line, "#")))] = true
-		}
+	_, have, err := headings(md)
+	if err != nil {
+		t.Fatalf("README.md: %v", err)
 	}
 	links := 0
 	for rest := string(md); ; {
