@@ -6,56 +6,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
 
 // Attacks through a real Caddy. See middleware/attack_test.go for the
 // Go middleware's matrix.
-
-// upstreamSpy is the upstream Caddy proxies to: it records the
-// Authorization values each request arrived with, then passes the
-// request on to the fake API, which checks the token.
-type upstreamSpy struct {
-	*httptest.Server
-	mu  sync.Mutex
-	got [][]string
-}
-
-func newUpstreamSpy(t *testing.T, fake *tasknationtest.Server) *upstreamSpy {
-	t.Helper()
-	api, _ := url.Parse(fake.URL)
-	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(api) }}
-	s := &upstreamSpy{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.got = append(s.got, slices.Clone(r.Header.Values("Authorization")))
-		s.mu.Unlock()
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-// take returns what the spy recorded since the last call.
-func (s *upstreamSpy) take() [][]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := s.got
-	s.got = nil
-	return out
-}
 
 // clientAuthorizations are the Authorization headers a client sends to
 // a gateway in the attack tests, as header lines written on the wire.
@@ -77,9 +42,9 @@ var clientAuthorizations = []struct {
 // checkOneBearer checks that the spy got exactly one request since the
 // last check, carrying exactly one Authorization value: a bearer token
 // active at the fake. It returns the token.
-func checkOneBearer(t *testing.T, spy *upstreamSpy, fake *tasknationtest.Server, what string) string {
+func checkOneBearer(t *testing.T, spy *testkit.APISpy, fake *tasknationtest.Server, what string) string {
 	t.Helper()
-	got := spy.take()
+	got := spy.Take()
 	if len(got) != 1 {
 		t.Errorf("%s: the upstream got %d requests, want 1", what, len(got))
 		return ""
@@ -117,7 +82,7 @@ func withHeaderLines(h http.Header, lines []string) http.Header {
 func TestCaddyAttack_ClientAuthorizationNeverReachesUpstream(t *testing.T) {
 	t.Run("client_credentials", func(t *testing.T) {
 		g := newGateway(t)
-		spy := newUpstreamSpy(t, g.fake)
+		spy := testkit.NewAPISpy(t, g.fake.URL)
 		cfg := g.caddyfile(siteOptions{})
 		cfg = strings.Replace(cfg, "reverse_proxy "+g.fake.URL, "reverse_proxy "+spy.URL, 1)
 		g.loadCaddyfile(cfg)
@@ -142,13 +107,13 @@ func TestCaddyAttack_ClientAuthorizationNeverReachesUpstream(t *testing.T) {
 
 	t.Run("basic_auth and authorization_code", func(t *testing.T) {
 		s := newUserSite(t)
-		spy := newUpstreamSpy(t, s.fake)
+		spy := testkit.NewAPISpy(t, s.fake.URL)
 		cfg := s.caddyfile(userOptions{})
 		cfg = strings.Replace(cfg, "reverse_proxy "+s.fake.URL, "reverse_proxy "+spy.URL, 1)
 		s.loadCaddyfile(cfg)
 		alice, bob := s.user(t, "alice"), s.user(t, "bob")
 		alice.connect(t, "tn-alice")
-		spy.take()
+		spy.Take()
 		// alice's login is her Basic header; the client's lines come
 		// after it (basic_auth reads the first value), with X-User: bob.
 		for _, c := range append([]struct {
@@ -177,7 +142,7 @@ func TestCaddyAttack_ClientAuthorizationNeverReachesUpstream(t *testing.T) {
 		if r.status != http.StatusUnauthorized {
 			t.Errorf("bob with X-User: alice: status %d %s, want 401 not_connected", r.status, r.body)
 		}
-		if got := spy.take(); len(got) != 0 {
+		if got := spy.Take(); len(got) != 0 {
 			t.Errorf("bob's requests reached the upstream: %q", got)
 		}
 	})
@@ -346,8 +311,7 @@ func TestCaddyAttack_ClientControlledUserWarns(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { // no braces: the name is in the log file's path
 			s := newUserSite(t)
 			logFile := filepath.Join(s.dir, "caddy.log")
-			cfg := s.caddyfile(userOptions{})
-			cfg = strings.Replace(cfg, "\tstorage file_system ", fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n\tstorage file_system ", logFile), 1)
+			cfg := s.caddyfile(userOptions{log: logFile, logLevel: "DEBUG"})
 			cfg = strings.Replace(cfg, "user {http.auth.user.id}", "user "+c.user, 1)
 			s.loadCaddyfile(cfg)
 			alice, bob := s.user(t, "alice"), s.user(t, "bob")

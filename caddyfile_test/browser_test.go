@@ -94,29 +94,13 @@ func newBrowserSite(t *testing.T, prefix string) *browserSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(`{
-	admin 127.0.0.1:%d
-	http_port %d
-	https_port %d
-	skip_install_trust
-	auto_https off
-	persist_config off
-	storage file_system %s
-	log {
-		output file %s
-		level DEBUG
-	}
-}
-
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	basic_auth {
+	global := caddyGlobal{admin: fmt.Sprintf("127.0.0.1:%d", ports[0]), httpPort: ports[1], httpsPort: ports[2],
+		storage: filepath.Join(dir, "storage"), logFile: s.log, logLevel: "DEBUG"}
+	cfg := testCaddyfile(global, ports[1], fmt.Sprintf(`	basic_auth {
 		%s %s
 	}
 	%s
-}
-`, ports[0], ports[1], ports[2], filepath.Join(dir, "storage"), s.log,
-		ports[1], browserUser, hash, gateway)
+`, browserUser, hash, gateway))
 	out, warnings, err := adapt(cfg)
 	if err != nil {
 		t.Fatalf("adapting the Caddyfile: %v\n%s", err, cfg)

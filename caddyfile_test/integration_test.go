@@ -83,12 +83,20 @@ func newGateway(t *testing.T) *gateway {
 			Transport: &http.Transport{DisableKeepAlives: true},
 		},
 	}
+	logCaddyTo(t)
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {
 			t.Errorf("stopping caddy: %v", err)
 		}
 	})
 	return g
+}
+
+// global is the global options of g's Caddy, its default log in logFile
+// ("": the test's t.Log) at level ("": INFO).
+func (g *gateway) global(logFile, level string) caddyGlobal {
+	return caddyGlobal{admin: g.adminAddr, httpPort: g.httpPort, httpsPort: g.httpsPort,
+		storage: filepath.Join(g.dir, "storage"), logFile: logFile, logLevel: level}
 }
 
 // freePorts returns n distinct loopback TCP ports that were free a moment
@@ -112,7 +120,7 @@ type siteOptions struct {
 	scopes string // the scopes subdirective's arguments
 	extra  string // more lines inside the oauth2_token block
 	site   string // more directives in the site block
-	log    string // a file for Caddy's default log, at DEBUG
+	log    string // a file for Caddy's default log, at DEBUG; "": the test's t.Log
 }
 
 // caddyfile is the gateway config: reverse_proxy written before
@@ -124,32 +132,18 @@ func (g *gateway) caddyfile(o siteOptions) string {
 	if o.site != "" && !strings.HasSuffix(o.site, "\n") {
 		o.site += "\n"
 	}
-	var log string
+	var level string
 	if o.log != "" {
-		log = fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n", o.log)
+		level = "DEBUG"
 	}
-	return fmt.Sprintf(`{
-	admin %s
-	http_port %d
-	https_port %d
-	skip_install_trust
-	auto_https off
-	persist_config off
-	storage file_system %s
-%s}
-
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	reverse_proxy %s
+	return testCaddyfile(g.global(o.log, level), g.httpPort, fmt.Sprintf(`	reverse_proxy %s
 	oauth2_token {
 		token_url %s
 		client_id {env.TN_CLIENT_ID}
 		client_secret {env.TN_CLIENT_SECRET}
 		scopes %s
 %s	}
-%s}
-`, g.adminAddr, g.httpPort, g.httpsPort, filepath.Join(g.dir, "storage"), log,
-		g.httpPort, g.fake.URL, g.fake.TokenURL(), o.scopes, o.extra, o.site)
+%s`, g.fake.URL, g.fake.TokenURL(), o.scopes, o.extra, o.site))
 }
 
 // loadCaddyfile adapts cfg and runs it, as `caddy run` would.
@@ -415,6 +409,7 @@ func TestAdminReload_KeepsTokenUnlessClientChanges(t *testing.T) {
 const gatewayJSON = `{
 	"admin": {"listen": "%[1]s", "config": {"persist": false}},
 	"storage": {"module": "file_system", "root": %[2]q},
+	"logging": {"logs": {"default": {"writer": {"output": "test_log"}, "encoder": {"format": "console", "level_format": "upper"}}}},
 	"apps": {
 		"http": {
 			"http_port": %[3]d,

@@ -49,10 +49,11 @@ type userSite struct {
 
 // userOptions vary the oauth2_token block.
 type userOptions struct {
-	extra  string // more lines inside the oauth2_token block
-	site   string // more lines in the site block
-	log    string // a file for Caddy's default log (INFO); "": stderr
-	global string // more lines in the global options block
+	extra    string // more lines inside the oauth2_token block
+	site     string // more lines in the site block
+	log      string // a file for Caddy's default log; "": the test's t.Log
+	logLevel string // the default log's level; "": INFO
+	global   string // more lines in the global options block
 }
 
 func newUserSite(t *testing.T) *userSite {
@@ -82,23 +83,9 @@ func (s *userSite) connectURL() string  { return s.base + "/oauth2/connect" }
 // basic_auth on purpose (the directives order themselves), and the access
 // log filtered as examples/user-context/Caddyfile does it.
 func (s *userSite) caddyfile(o userOptions) string {
-	var log string
-	if o.log != "" {
-		log = fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t}\n", o.log)
-	}
-	return fmt.Sprintf(`{
-	admin %s
-	http_port %d
-	https_port %d
-	skip_install_trust
-	auto_https off
-	persist_config off
-	storage file_system %s
-%s}
-
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	log {
+	global := s.global(o.log, o.logLevel)
+	global.extra = o.global
+	return testCaddyfile(global, s.httpPort, fmt.Sprintf(`	log {
 		output file %s
 		format filter {
 			wrap json
@@ -132,10 +119,9 @@ http://127.0.0.1:%d {
 		bob %s
 		carol %s
 	}
-%s}
-`, s.adminAddr, s.httpPort, s.httpsPort, s.storageDir(), log+o.global, s.httpPort, s.logFile,
+%s`, s.logFile,
 		s.fake.URL, s.fake.TokenURL(), s.fake.AuthURL(), s.callbackURL(), o.extra,
-		s.hashes["alice"], s.hashes["bob"], s.hashes["carol"], o.site)
+		s.hashes["alice"], s.hashes["bob"], s.hashes["carol"], o.site))
 }
 
 func (s *userSite) storageDir() string { return filepath.Join(s.dir, "storage") }

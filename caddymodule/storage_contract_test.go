@@ -6,11 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 
-	"github.com/tasknation/tokengate/internal/storetest"
 	"github.com/tasknation/tokengate/tokenstore"
+	"github.com/tasknation/tokengate/tokenstore/storetest"
 )
 
 // storageBackends are the certmagic storages the contracts run Storage
@@ -59,50 +60,28 @@ func storedSets(t *testing.T, dir string) int {
 	return len(sets)
 }
 
-// sealedOpener is open with the store it makes wrapped in
-// tokenstore.Sealed.
-func sealedOpener(open storetest.Opener) storetest.Opener {
-	return func(t *testing.T, c *storetest.Clock) (tokenstore.Store, func() int) {
-		inner, held := open(t, c)
-		s, err := tokenstore.NewSealed(inner, sealKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s, held
-	}
-}
-
+// TestStorage_Contract runs storetest.Run (the store contract,
+// compare-and-set and pending connects) on Storage over each backend,
+// plain and sealed. The instances of one store are Storages over one
+// backend, as Caddy instances sharing a storage have. Plain and sealed
+// run side by side: over the file storage, the race cases wait for lock
+// polls.
 func TestStorage_Contract(t *testing.T) {
 	for _, b := range storageBackends {
-		open := func(t *testing.T, c *storetest.Clock) (tokenstore.Store, func() int) {
+		open := func(t *testing.T, now func() time.Time) (func() tokenstore.Store, func() int) {
 			dir := t.TempDir()
-			return newStorage(t, b.open(t, dir)(), c), func() int { return storedSets(t, dir) }
+			backend := b.open(t, dir)
+			return func() tokenstore.Store { return newStorage(t, backend(), now) }, func() int { return storedSets(t, dir) }
 		}
-		t.Run(b.name, func(t *testing.T) {
-			t.Run("plain", func(t *testing.T) { storetest.Contract(t, open) })
-			t.Run("sealed", func(t *testing.T) { storetest.Contract(t, sealedOpener(open)) })
-		})
-	}
-}
-
-// The instances of one store are Storages over one backend, as Caddy
-// instances sharing a storage have. Plain and sealed run side by side:
-// over the file storage, their race cases wait for lock polls.
-func TestStorage_CASContract(t *testing.T) {
-	for _, b := range storageBackends {
-		open := func(t *testing.T, c *storetest.Clock) func() storetest.CASStore {
-			backend := b.open(t, t.TempDir())
-			return func() storetest.CASStore { return newStorage(t, backend(), c) }
-		}
-		opts := storetest.CASOptions{ErrPrefix: "oauth2_token: caddy storage: ", Race: b.race, DeleteRace: b.deleteRace}
+		opts := storetest.Options{ErrPrefix: "oauth2_token: caddy storage: ", Race: b.race, DeleteRace: b.deleteRace}
 		t.Run(b.name, func(t *testing.T) {
 			t.Run("plain", func(t *testing.T) {
 				t.Parallel()
-				storetest.CASContract(t, open, opts)
+				storetest.Run(t, open, opts)
 			})
 			t.Run("sealed", func(t *testing.T) {
 				t.Parallel()
-				storetest.CASContract(t, storetest.Sealed(open, sealKey), opts)
+				storetest.Run(t, storetest.SealedOpen(open, sealKey), opts)
 			})
 		})
 	}

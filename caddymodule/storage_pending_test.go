@@ -10,32 +10,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tasknation/tokengate/internal/storetest"
+	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/tokenstore"
 )
-
-// The instances of one store are Storages over one backend, as Caddy
-// instances sharing a storage have.
-func TestStorage_PendingContract(t *testing.T) {
-	for _, b := range storageBackends {
-		open := func(t *testing.T, c *storetest.Clock) func() storetest.PendingStore {
-			backend := b.open(t, t.TempDir())
-			return func() storetest.PendingStore { return newStorage(t, backend(), c) }
-		}
-		const prefix = "oauth2_token: caddy storage: "
-		t.Run(b.name, func(t *testing.T) {
-			t.Run("plain", func(t *testing.T) { storetest.PendingContract(t, open, prefix) })
-			t.Run("sealed", func(t *testing.T) { storetest.PendingContract(t, storetest.SealedPending(open, sealKey), prefix) })
-		})
-	}
-}
 
 // TestStorage_PendingFiles: the files of pending connects name neither
 // the subject key nor the id, and under Sealed hold no record in clear.
 func TestStorage_PendingFiles(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := newTestStorage(t, dir, storetest.NewClock(time.Now()))
+	s := newTestStorage(t, dir, testkit.NewClockAt(time.Now()).Now)
 	sealed, err := tokenstore.NewSealed(s, sealKey)
 	if err != nil {
 		t.Fatal(err)

@@ -15,8 +15,9 @@ import (
 
 	"github.com/caddyserver/certmagic"
 
-	"github.com/tasknation/tokengate/internal/storetest"
+	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/tokenstore"
+	"github.com/tasknation/tokengate/tokenstore/storetest"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -31,10 +32,10 @@ func setOf(v uint64) *tokenstore.Token {
 	return tok
 }
 
-// newStorage is a Storage over backend on clock c.
-func newStorage(t *testing.T, backend certmagic.Storage, c *storetest.Clock) *Storage {
+// newStorage is a Storage over backend that reads the time from now.
+func newStorage(t *testing.T, backend certmagic.Storage, now func() time.Time) *Storage {
 	t.Helper()
-	s, err := NewStorage(backend, StorageOptions{Now: c.Now})
+	s, err := NewStorage(backend, StorageOptions{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,9 +43,9 @@ func newStorage(t *testing.T, backend certmagic.Storage, c *storetest.Clock) *St
 }
 
 // newTestStorage is a Storage over Caddy's file system storage in dir.
-func newTestStorage(t *testing.T, dir string, c *storetest.Clock) *Storage {
+func newTestStorage(t *testing.T, dir string, now func() time.Time) *Storage {
 	t.Helper()
-	return newStorage(t, &certmagic.FileStorage{Path: dir}, c)
+	return newStorage(t, &certmagic.FileStorage{Path: dir}, now)
 }
 
 // Keys stay one file under the prefix whatever their characters, and no
@@ -52,7 +53,7 @@ func newTestStorage(t *testing.T, dir string, c *storetest.Clock) *Storage {
 func TestStorage_KeyLayout(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := newTestStorage(t, dir, storetest.NewClock(t0))
+	s := newTestStorage(t, dir, testkit.NewClockAt(t0).Now)
 	const key = "user:../../escape/alice@example.com"
 	if err := s.Set(ctx, key, storetest.Sample(t0)); err != nil {
 		t.Fatal(err)
@@ -82,7 +83,7 @@ func TestStorage_DamagedRecord(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	fsys := &certmagic.FileStorage{Path: dir}
-	s := newTestStorage(t, dir, storetest.NewClock(t0))
+	s := newTestStorage(t, dir, testkit.NewClockAt(t0).Now)
 	for _, tt := range []struct {
 		name string
 		data []byte
@@ -113,11 +114,11 @@ func TestStorage_DamagedRecord(t *testing.T) {
 func TestStorage_Sealed(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	c := storetest.NewClock(t0)
+	c := testkit.NewClockAt(t0)
 	key1 := sealKey
 	key2 := []byte(strings.Repeat("K", tokenstore.SealKeySize))
 	sealed := func(key []byte) *tokenstore.Sealed {
-		s, err := tokenstore.NewSealed(newTestStorage(t, dir, c), key)
+		s, err := tokenstore.NewSealed(newTestStorage(t, dir, c.Now), key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,8 +169,8 @@ func TestStorage_Sealed(t *testing.T) {
 func TestStorage_LockExcludes(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	c := storetest.NewClock(t0)
-	a, b := newTestStorage(t, dir, c), newTestStorage(t, dir, c) // two instances, one storage
+	c := testkit.NewClockAt(t0)
+	a, b := newTestStorage(t, dir, c.Now), newTestStorage(t, dir, c.Now) // two instances, one storage
 
 	unlockA, err := a.Lock(ctx, "user:alice")
 	if err != nil {
@@ -237,7 +238,7 @@ func TestStorage_LockExcludes(t *testing.T) {
 // the time it unlocks still releases the lock.
 func TestStorage_UnlockAfterCallerContextEnds(t *testing.T) {
 	dir := t.TempDir()
-	s := newTestStorage(t, dir, storetest.NewClock(t0))
+	s := newTestStorage(t, dir, testkit.NewClockAt(t0).Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	unlock, err := s.Lock(ctx, "user:alice")
 	if err != nil {
@@ -320,8 +321,8 @@ func (s *lockingStorage) held() []string {
 func TestStorage_OtherBackendsLock(t *testing.T) {
 	ctx := context.Background()
 	backend := newLockingStorage(t.TempDir())
-	c := storetest.NewClock(t0)
-	a, b := newStorage(t, backend, c), newStorage(t, backend, c)
+	c := testkit.NewClockAt(t0)
+	a, b := newStorage(t, backend, c.Now), newStorage(t, backend, c.Now)
 	if err := a.Set(ctx, "user:alice", storetest.Sample(t0)); err != nil {
 		t.Fatal(err)
 	}
@@ -378,8 +379,8 @@ func TestStorage_OtherBackendsLock(t *testing.T) {
 func TestStorage_WritesUnderRefreshLock(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	c := storetest.NewClock(t0)
-	a, b := newTestStorage(t, dir, c), newTestStorage(t, dir, c)
+	c := testkit.NewClockAt(t0)
+	a, b := newTestStorage(t, dir, c.Now), newTestStorage(t, dir, c.Now)
 	unlock, err := a.Lock(ctx, "user:alice")
 	if err != nil {
 		t.Fatal(err)
@@ -405,8 +406,8 @@ func TestStorage_WritesHoldTheWriteLock(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	fsys := &certmagic.FileStorage{Path: dir}
-	c := storetest.NewClock(t0)
-	s := newTestStorage(t, dir, c)
+	c := testkit.NewClockAt(t0)
+	s := newTestStorage(t, dir, c.Now)
 	if err := s.Set(ctx, "user:alice", setOf(5)); err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
@@ -40,40 +41,6 @@ func TestAttackMatrix(t *testing.T) {
 	// Review defect 1b: a client must not make the gateway call the token
 	// endpoint by sending requests to an API path that answers 401.
 	t.Run("an API path that always answers 401", TestDefect1b_401FloodBounded)
-}
-
-// apiSpy is the upstream of a gateway under attack: a real server (so it
-// sees what went over the wire) that records the Authorization values of
-// each request, then forwards it to the fake API, which checks the token.
-type apiSpy struct {
-	*httptest.Server
-	mu  sync.Mutex
-	got [][]string
-}
-
-func newAPISpy(t *testing.T, fake *tasknationtest.Server) *apiSpy {
-	t.Helper()
-	api, _ := url.Parse(fake.URL)
-	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(api) }}
-	s := &apiSpy{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.got = append(s.got, slices.Clone(r.Header.Values("Authorization")))
-		s.mu.Unlock()
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-// last is the Authorization values of the last request the spy got.
-func (s *apiSpy) last() ([]string, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.got) == 0 {
-		return nil, 0
-	}
-	return s.got[len(s.got)-1], len(s.got)
 }
 
 // proxyTo is a reverse proxy to base.
@@ -138,12 +105,12 @@ func testAttackClientAuthorization(t *testing.T) {
 			var srv *tasknationtest.Server
 			var gate *middleware.Gate
 			var send func(req *http.Request) (*http.Response, error)
-			var spy *apiSpy
+			var spy *testkit.APISpy
 			if row.grant == fmUser {
 				f := newUserFixture(t, tasknationtest.Options{}, nil)
 				f.browser(t, "alice").connect(f, "tn-alice")
 				srv, gate = f.srv, f.gate
-				spy = newAPISpy(t, srv)
+				spy = testkit.NewAPISpy(t, srv.URL)
 				front := httptest.NewServer(gate.Wrap(proxyTo(spy.URL)))
 				t.Cleanup(front.Close)
 				send = func(req *http.Request) (*http.Response, error) {
@@ -154,7 +121,7 @@ func testAttackClientAuthorization(t *testing.T) {
 			} else {
 				f := newFixture(t, nil)
 				srv, gate = f.srv, f.gate
-				spy = newAPISpy(t, srv)
+				spy = testkit.NewAPISpy(t, srv.URL)
 				h := gate.Wrap(proxyTo(spy.URL))
 				switch row.via {
 				case "wire":
@@ -199,7 +166,7 @@ func testAttackClientAuthorization(t *testing.T) {
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			got, n := spy.last()
+			got, n := spy.Last()
 			if n != 1 {
 				t.Fatalf("the API got %d requests, want 1 (status %d %s)", n, resp.StatusCode, body)
 			}

@@ -11,16 +11,16 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/tasknation/tokengate/internal/fleettest"
+	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
 
-// clock is a settable middleware.Clock shared by a Gate and the fake
-// server; its timers fire, synchronously, when Advance passes them.
-type clock = fleettest.Clock
+// clock is the test kit's settable middleware.Clock, shared by a Gate and
+// the fake server; its timers fire, synchronously, when Advance passes them.
+type clock = testkit.Clock
 
-func newClock() *clock { return fleettest.NewClock() }
+func newClock() *clock { return testkit.NewClock() }
 
 var appScopes = []string{"demand::categories", "demand::search"}
 

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
-	"github.com/tasknation/tokengate/internal/fleettest"
+	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
@@ -23,7 +23,7 @@ import (
 // refresh engine behind it run the fake clock a day behind the real one,
 // so that ReuseTokenSource asks the Gate on every request and the fake
 // clock alone decides when a token expires.
-func dayBehind() *clock { return fleettest.NewClockAt(time.Now().Add(-24 * time.Hour)) }
+func dayBehind() *clock { return testkit.NewClockAt(time.Now().Add(-24 * time.Hour)) }
 
 // newSourceFixture is a fake server and an application-token Gate on clk.
 func newSourceFixture(t *testing.T, clk *clock) (*tasknationtest.Server, *middleware.Gate) {

@@ -18,7 +18,7 @@ func benchKey(i int) string { return "user:" + strconv.Itoa(i) }
 // filled is a MemoryStore holding benchKeys token sets.
 func filled(b *testing.B) *tokenstore.MemoryStore {
 	c := newClock(t0)
-	m := newStore(b, c)
+	m := newStore(b, c.Now)
 	ctx := context.Background()
 	for i := 0; i < benchKeys; i++ {
 		tok := sample(t0)

@@ -76,7 +76,7 @@ func TestSealed_ConnectTime(t *testing.T) {
 	ctx := context.Background()
 	c := newClock(t0)
 	key := bytes.Repeat([]byte{7}, tokenstore.SealKeySize)
-	inner := newStore(t, c)
+	inner := newStore(t, c.Now)
 	s := newSealed(t, inner, key)
 
 	old := secretSample(t0)

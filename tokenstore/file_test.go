@@ -31,9 +31,9 @@ func recordPath(dir, key string) string {
 	return filepath.Join(dir, hex.EncodeToString(sum[:])+".tok")
 }
 
-func newFileStore(t testing.TB, dir string, c *clock) *tokenstore.FileStore {
+func newFileStore(t testing.TB, dir string, now func() time.Time) *tokenstore.FileStore {
 	t.Helper()
-	f, err := tokenstore.NewFileStore(dir, tokenstore.FileOptions{Now: c.Now})
+	f, err := tokenstore.NewFileStore(dir, tokenstore.FileOptions{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestFileStore_CrashLeftovers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClock(t0)
 			dir := t.TempDir()
-			f := newFileStore(t, dir, c)
+			f := newFileStore(t, dir, c.Now)
 			if tt.record {
 				if err := f.Set(ctx, "k", old); err != nil {
 					t.Fatal(err)
@@ -128,12 +128,12 @@ func TestFileStore_CrashLeftovers(t *testing.T) {
 			if err := os.Chtimes(tmp, t0, t0); err != nil {
 				t.Fatal(err)
 			}
-			newFileStore(t, dir, c)
+			newFileStore(t, dir, c.Now)
 			if _, err := os.Stat(tmp); err != nil {
 				t.Fatalf("a temp file 59s old was removed: %v", err)
 			}
 			c.Advance(2 * time.Second)
-			newFileStore(t, dir, c)
+			newFileStore(t, dir, c.Now)
 			if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
 				t.Fatalf("a stale temp file was kept: %v", err)
 			}
@@ -175,7 +175,7 @@ func TestFileStore_CorruptFile(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			f := newFileStore(t, dir, newClock(t0))
+			f := newFileStore(t, dir, newClock(t0).Now)
 			path := recordPath(dir, "k")
 			if tt.size > 0 {
 				fh, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
@@ -218,7 +218,7 @@ func TestFileStore_CorruptFile(t *testing.T) {
 func TestFileStore_NamesHideKeys(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	f := newFileStore(t, dir, newClock(t0))
+	f := newFileStore(t, dir, newClock(t0).Now)
 	keys := []string{
 		"user:alice@example.com",
 		"client-7f3a|user-4711|supply::leads",
@@ -275,7 +275,7 @@ func TestFileStore_Permissions(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "state", "tokens")
-	f := newFileStore(t, dir, newClock(t0))
+	f := newFileStore(t, dir, newClock(t0).Now)
 	if err := f.Set(ctx, "k", sample(t0)); err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func TestNewFileStore_Errors(t *testing.T) {
 }
 
 func TestFileStore_CanceledContext(t *testing.T) {
-	f := newFileStore(t, t.TempDir(), newClock(t0))
+	f := newFileStore(t, t.TempDir(), newClock(t0).Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	ops := map[string]func() error{
@@ -379,7 +379,7 @@ func TestFileStore_Concurrent(t *testing.T) {
 	dir := t.TempDir()
 	c := newClock(t0)
 	// Two stores on one directory, as two processes would have.
-	stores := []*tokenstore.FileStore{newFileStore(t, dir, c), newFileStore(t, dir, c)}
+	stores := []*tokenstore.FileStore{newFileStore(t, dir, c.Now), newFileStore(t, dir, c.Now)}
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
@@ -421,7 +421,7 @@ func TestFileStore_SharedDirectory(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	ca, cb := newClock(t0), newClock(t0)
-	a, b := newFileStore(t, dir, ca), newFileStore(t, dir, cb)
+	a, b := newFileStore(t, dir, ca.Now), newFileStore(t, dir, cb.Now)
 	steps := []struct {
 		name  string
 		do    func() error
@@ -469,7 +469,7 @@ func TestFileStore_Lock(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	c := newClock(t0)
-	a, b := newFileStore(t, dir, c), newFileStore(t, dir, c)
+	a, b := newFileStore(t, dir, c.Now), newFileStore(t, dir, c.Now)
 
 	t.Run("excludes other holders of the key", func(t *testing.T) {
 		unlock, err := a.Lock(ctx, "k")
@@ -500,7 +500,7 @@ func TestFileStore_Lock(t *testing.T) {
 	})
 
 	t.Run("mutual exclusion across stores and goroutines", func(t *testing.T) {
-		stores := []*tokenstore.FileStore{a, b, newFileStore(t, dir, c)}
+		stores := []*tokenstore.FileStore{a, b, newFileStore(t, dir, c.Now)}
 		var inside, entries atomic.Int32
 		var wg sync.WaitGroup
 		for w := range 6 {
@@ -594,7 +594,7 @@ func TestFileStore_CrashChild(t *testing.T) {
 		if seen == 0 {
 			t.Fatalf("round %d: the child wrote nothing", round)
 		}
-		f := newFileStore(t, dir, newClock(t0))
+		f := newFileStore(t, dir, newClock(t0).Now)
 		got, err := f.Get(ctx, "user")
 		if err != nil {
 			t.Fatalf("round %d: after the crash: %v", round, err)
@@ -615,7 +615,7 @@ func TestFileStore_CrashChild(t *testing.T) {
 	}
 	t.Logf("%d kills landed inside a write (temp files left)", temps)
 	c := newClock(time.Now().Add(2 * time.Minute))
-	newFileStore(t, dir, c)
+	newFileStore(t, dir, c.Now)
 	for _, name := range dirNames(t, dir) {
 		if strings.HasPrefix(name, ".tmp-") {
 			t.Errorf("stale temp file kept: %s", name)
@@ -627,7 +627,7 @@ func TestFileStore_CrashChild(t *testing.T) {
 // after a while in case its parent is gone.
 func crashChild(t *testing.T, dir string) {
 	ctx := context.Background()
-	f := newFileStore(t, dir, newClock(t0))
+	f := newFileStore(t, dir, newClock(t0).Now)
 	v := uint64(1)
 	if tok, err := f.Get(ctx, "user"); err == nil {
 		v = tok.Version + 1
@@ -662,7 +662,7 @@ func TestFileStore_LockFilesRemoved(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	c := newClock(t0)
-	a, b := newFileStore(t, dir, c), newFileStore(t, dir, c)
+	a, b := newFileStore(t, dir, c.Now), newFileStore(t, dir, c.Now)
 	const keys = 200
 	for i := range keys {
 		key := fmt.Sprintf("user:%d", i)
@@ -722,7 +722,7 @@ func TestFileStore_LockHammer(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	c := newClock(t0)
-	stores := []*tokenstore.FileStore{newFileStore(t, dir, c), newFileStore(t, dir, c), newFileStore(t, dir, c), newFileStore(t, dir, c)}
+	stores := []*tokenstore.FileStore{newFileStore(t, dir, c.Now), newFileStore(t, dir, c.Now), newFileStore(t, dir, c.Now), newFileStore(t, dir, c.Now)}
 	keys := []string{"user:a", "user:b"}
 	for _, k := range keys {
 		if err := stores[0].Set(ctx, k, versioned(1)); err != nil {
@@ -791,7 +791,7 @@ func TestFileStore_NewRemovesIdleLocks(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	c := newClock(t0)
-	a := newFileStore(t, dir, c)
+	a := newFileStore(t, dir, c.Now)
 	base := func(key string) string { return strings.TrimSuffix(recordPath(dir, key), ".tok") }
 	left := []string{base("crashed-refresh") + ".lock", base("crashed-write") + ".wlock"}
 	for _, p := range left {
@@ -803,7 +803,7 @@ func TestFileStore_NewRemovesIdleLocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := newFileStore(t, dir, c)
+	b := newFileStore(t, dir, c.Now)
 	if locks := lockFiles(t, dir); len(locks) != 1 || locks[0] != filepath.Base(base("held")+".lock") {
 		t.Fatalf("lock files after NewFileStore: %v, want only the held one", locks)
 	}
@@ -867,7 +867,7 @@ func TestFileStore_CompareAndSetAcrossProcesses(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-	f := newFileStore(t, dir, newClock(t0))
+	f := newFileStore(t, dir, newClock(t0).Now)
 	if err := f.Set(ctx, "counter", versioned(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -912,7 +912,7 @@ func TestFileStore_CompareAndSetAcrossProcesses(t *testing.T) {
 	var wg sync.WaitGroup
 	for range goroutines {
 		wg.Go(func() {
-			n, err := casIncrement(ctx, newFileStore(t, dir, newClock(t0)), casIncrements)
+			n, err := casIncrement(ctx, newFileStore(t, dir, newClock(t0).Now), casIncrements)
 			conflicts.Add(int64(n))
 			if err != nil {
 				t.Error(err)
@@ -950,7 +950,7 @@ func TestFileStore_CompareAndSetAcrossProcesses(t *testing.T) {
 
 // casChild is a child of TestFileStore_CompareAndSetAcrossProcesses.
 func casChild(t *testing.T, dir string) {
-	f := newFileStore(t, dir, newClock(t0))
+	f := newFileStore(t, dir, newClock(t0).Now)
 	fmt.Println("ready")
 	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 		t.Fatal(err) // the parent is gone

@@ -8,24 +8,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tasknation/tokengate/internal/storetest"
+	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/tokenstore"
+	"github.com/tasknation/tokengate/tokenstore/storetest"
 )
 
-// The contract kit's clock and fixtures, under the names these tests use.
-type clock = storetest.Clock
+// The test kit's clock and the contract's fixtures, under the names these
+// tests use.
+type clock = testkit.Clock
 
 var (
-	newClock = storetest.NewClock
+	newClock = testkit.NewClockAt
 	sample   = storetest.Sample
 	equal    = storetest.Equal
 )
 
 var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 
-func newStore(t testing.TB, c *clock) *tokenstore.MemoryStore {
+func newStore(t testing.TB, now func() time.Time) *tokenstore.MemoryStore {
 	t.Helper()
-	m, err := tokenstore.NewMemoryStore(tokenstore.MemoryConfig{Now: c.Now})
+	m, err := tokenstore.NewMemoryStore(tokenstore.MemoryConfig{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +37,7 @@ func newStore(t testing.TB, c *clock) *tokenstore.MemoryStore {
 
 func TestMemoryStore_Concurrent(t *testing.T) {
 	c := newClock(t0)
-	m := newStore(t, c)
+	m := newStore(t, c.Now)
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {

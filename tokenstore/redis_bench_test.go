@@ -16,7 +16,7 @@ func BenchmarkRedisStore_Get(b *testing.B) {
 	newRedis := func(b *testing.B) tokenstore.Store {
 		return newRedisStore(b, redistest.Start(b).Client(b), tokenstore.RedisOptions{Now: newClock(t0).Now})
 	}
-	b.Run("impl=memory", func(b *testing.B) { g.run(b, newStore(b, newClock(t0))) })
+	b.Run("impl=memory", func(b *testing.B) { g.run(b, newStore(b, newClock(t0).Now)) })
 	b.Run("impl=redis", func(b *testing.B) { g.run(b, newRedis(b)) })
 	b.Run("impl=redis-sealed", func(b *testing.B) { g.run(b, newSealed(b, newRedis(b), testKey("one"))) })
 }

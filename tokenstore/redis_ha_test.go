@@ -11,8 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasknation/tokengate/internal/redistest"
-	"github.com/tasknation/tokengate/internal/storetest"
 	"github.com/tasknation/tokengate/tokenstore"
+	"github.com/tasknation/tokengate/tokenstore/storetest"
 )
 
 // The store on the production setups, real servers of internal/redistest:
@@ -91,21 +91,21 @@ func testHA(t *testing.T, ha haSetup) {
 	ctx := context.Background()
 	t.Run("Contract", func(t *testing.T) {
 		rc := ha.client(t)
-		storetest.Contract(t, func(t *testing.T, c *clock) (tokenstore.Store, func() int) {
+		storetest.Contract(t, func(t *testing.T, now func() time.Time) (tokenstore.Store, func() int) {
 			ns := nextNS()
-			s := newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: c.Now})
+			s := newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: now})
 			return s, func() int { return len(redisScan(t, rc, ns+":*:tok")) }
 		})
 	})
 
 	t.Run("CASContract", func(t *testing.T) {
 		clients := []redis.UniversalClient{ha.client(t), ha.client(t)}
-		open := func(t *testing.T, c *clock) func() storetest.CASStore {
+		open := func(t *testing.T, now func() time.Time) func() storetest.CASStore {
 			ns := nextNS()
 			var n atomic.Int64
 			return func() storetest.CASStore {
 				rc := clients[n.Add(1)%int64(len(clients))]
-				return newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: c.Now})
+				return newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: now})
 			}
 		}
 		storetest.CASContract(t, open, casOptions)

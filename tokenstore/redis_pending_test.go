@@ -12,32 +12,30 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasknation/tokengate/internal/redistest"
-	"github.com/tasknation/tokengate/internal/storetest"
 	"github.com/tasknation/tokengate/tokenstore"
+	"github.com/tasknation/tokengate/tokenstore/storetest"
 )
 
 // redisPendingOpener opens RedisStores on one namespace over the clients
 // client makes, two of them, as two processes would have.
 func redisPendingOpener(client func(t *testing.T) redis.UniversalClient) storetest.PendingOpener {
-	return func(t *testing.T, c *clock) func() storetest.PendingStore {
+	return func(t *testing.T, now func() time.Time) func() storetest.PendingStore {
 		ns := nextNS()
 		clients := []redis.UniversalClient{client(t), client(t)}
 		var n atomic.Int64
 		return func() storetest.PendingStore {
-			return newRedisStore(t, clients[n.Add(1)%2], tokenstore.RedisOptions{Namespace: ns, Now: c.Now})
+			return newRedisStore(t, clients[n.Add(1)%2], tokenstore.RedisOptions{Namespace: ns, Now: now})
 		}
 	}
 }
 
+// Over a standalone Redis, storetest.Run checks pending connects
+// (TestRedisStore_Contract).
 func TestRedisStore_PendingContract(t *testing.T) {
 	setups := []struct {
 		name   string
 		client func(t *testing.T) func(t *testing.T) redis.UniversalClient
 	}{
-		{"standalone", func(t *testing.T) func(t *testing.T) redis.UniversalClient {
-			srv := redistest.Start(t)
-			return func(t *testing.T) redis.UniversalClient { return srv.Client(t) }
-		}},
 		{"sentinel", func(t *testing.T) func(t *testing.T) redis.UniversalClient {
 			s := redistest.StartSentinel(t)
 			return func(t *testing.T) redis.UniversalClient { return s.Client(t) }

@@ -16,8 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasknation/tokengate/internal/redistest"
-	"github.com/tasknation/tokengate/internal/storetest"
 	"github.com/tasknation/tokengate/tokenstore"
+	"github.com/tasknation/tokengate/tokenstore/storetest"
 )
 
 // The Sealed tests (sealed_test.go) run over a RedisStore too.
@@ -124,31 +124,25 @@ func checkErrorText(t testing.TB, err error, never ...string) {
 	storetest.CheckError(t, err, "tokenstore: ", never...)
 }
 
+// storetest.Run on RedisStore, plain and sealed: the instances of one
+// store are RedisStores on one namespace over two clients, as two
+// processes would have. Its pending connects run there too; on Sentinel
+// and Cluster in TestRedisStore_PendingContract and redis_ha_test.go.
 func TestRedisStore_Contract(t *testing.T) {
 	srv := redistest.Start(t)
-	storetest.Contract(t, func(t *testing.T, c *clock) (tokenstore.Store, func() int) {
-		rc := srv.Client(t)
-		ns := nextNS()
-		s := newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: c.Now})
-		return s, func() int { return len(redisScan(t, rc, ns+":*:tok")) }
-	})
-}
-
-// The instances of one store are RedisStores on one namespace over two
-// clients, as two processes would have.
-func TestRedisStore_CASContract(t *testing.T) {
-	srv := redistest.Start(t)
-	open := func(t *testing.T, c *clock) func() storetest.CASStore {
+	open := func(t *testing.T, now func() time.Time) (func() tokenstore.Store, func() int) {
 		ns := nextNS()
 		clients := []*redis.Client{srv.Client(t), srv.Client(t)}
 		var n atomic.Int64
-		return func() storetest.CASStore {
-			rc := clients[n.Add(1)%int64(len(clients))]
-			return newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: c.Now})
-		}
+		return func() tokenstore.Store {
+				rc := clients[n.Add(1)%int64(len(clients))]
+				return newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: now})
+			}, func() int {
+				return len(redisScan(t, clients[0], ns+":*:tok"))
+			}
 	}
-	storetest.CASContract(t, open, casOptions)
-	t.Run("sealed", func(t *testing.T) { storetest.CASContract(t, storetest.Sealed(open, testKey("one")), casOptions) })
+	storetest.Run(t, open, casOptions)
+	t.Run("sealed", func(t *testing.T) { storetest.Run(t, storetest.SealedOpen(open, testKey("one")), casOptions) })
 }
 
 func TestNewRedisStore_Errors(t *testing.T) {
@@ -375,7 +369,7 @@ func TestRedisStore_Sealed(t *testing.T) {
 	})
 
 	t.Run("compare-and-set over a store without it", func(t *testing.T) {
-		err := newSealed(t, newStore(t, newClock(t0)), testKey("one")).CompareAndSet(ctx, "k", 0, secretSample(t0))
+		err := newSealed(t, newStore(t, newClock(t0).Now), testKey("one")).CompareAndSet(ctx, "k", 0, secretSample(t0))
 		if !errors.Is(err, errors.ErrUnsupported) {
 			t.Fatalf("err = %v, want errors.ErrUnsupported", err)
 		}

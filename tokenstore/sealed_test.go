@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tasknation/tokengate/internal/storetest"
 	"github.com/tasknation/tokengate/tokenstore"
+	"github.com/tasknation/tokengate/tokenstore/storetest"
 )
 
 // testKey is a fixed 32-byte key named by label.
@@ -39,12 +39,12 @@ var inners = []struct {
 	new  func(t testing.TB, c *clock) (s tokenstore.Store, raw func() []byte)
 }{
 	{"memory", func(t testing.TB, c *clock) (tokenstore.Store, func() []byte) {
-		m := newStore(t, c)
+		m := newStore(t, c.Now)
 		return m, nil
 	}},
 	{"file", func(t testing.TB, c *clock) (tokenstore.Store, func() []byte) {
 		dir := t.TempDir()
-		return newFileStore(t, dir, c), func() []byte {
+		return newFileStore(t, dir, c.Now), func() []byte {
 			var all []byte
 			filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 				if err == nil && !d.IsDir() {
@@ -239,7 +239,7 @@ func TestSealed_NothingInClearAtRest(t *testing.T) {
 
 func TestSealed_FreshNonces(t *testing.T) {
 	ctx := context.Background()
-	inner := newStore(t, newClock(t0))
+	inner := newStore(t, newClock(t0).Now)
 	s := newSealed(t, inner, testKey("one"))
 	seen := map[string]bool{}
 	for range 20 {
@@ -482,7 +482,7 @@ func TestSealed_Rotation(t *testing.T) {
 func TestSealed_OpensWithEveryKey(t *testing.T) {
 	ctx := context.Background()
 	keys := [][]byte{testKey("a"), testKey("b"), testKey("c"), testKey("d")}
-	inner := newStore(t, newClock(t0))
+	inner := newStore(t, newClock(t0).Now)
 	s := newSealed(t, inner, keys[0], keys[1:]...)
 	for i, k := range keys {
 		user := fmt.Sprint("user-", i)
@@ -502,7 +502,7 @@ func TestSealed_OpensWithEveryKey(t *testing.T) {
 }
 
 func TestNewSealed_Errors(t *testing.T) {
-	inner := newStore(t, newClock(t0))
+	inner := newStore(t, newClock(t0).Now)
 	tests := []struct {
 		name  string
 		inner tokenstore.Store
@@ -582,7 +582,7 @@ func TestParseKey(t *testing.T) {
 			if err != nil || !bytes.Equal(got, key) {
 				t.Fatalf("ParseKey = %x, %v", got, err)
 			}
-			if _, err := tokenstore.NewSealed(newStore(t, newClock(t0)), got); err != nil {
+			if _, err := tokenstore.NewSealed(newStore(t, newClock(t0).Now), got); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -17,7 +17,7 @@ func BenchmarkFileStore_Get(b *testing.B) {
 	const n = 1000
 	dir := b.TempDir()
 	c := newClock(t0)
-	f := newFileStore(b, dir, c)
+	f := newFileStore(b, dir, c.Now)
 	ctx := context.Background()
 	keys := make([]string, n)
 	paths := make([]string, n)
@@ -57,7 +57,7 @@ func BenchmarkFileStore_Get(b *testing.B) {
 // BenchmarkFileStore_Set is one durable write: temp file, fsync, rename,
 // fsync of the directory. Its cost is the disk's.
 func BenchmarkFileStore_Set(b *testing.B) {
-	f := newFileStore(b, b.TempDir(), newClock(t0))
+	f := newFileStore(b, b.TempDir(), newClock(t0).Now)
 	ctx := context.Background()
 	tok := sample(t0)
 	b.ReportAllocs()
@@ -108,8 +108,8 @@ func (g benchGets) run(b *testing.B, s tokenstore.Store) {
 // sets unsealed.
 func BenchmarkSealed_Get(b *testing.B) {
 	g := newBenchGets(10_000)
-	b.Run("impl=baseline", func(b *testing.B) { g.run(b, newStore(b, newClock(t0))) })
+	b.Run("impl=baseline", func(b *testing.B) { g.run(b, newStore(b, newClock(t0).Now)) })
 	b.Run("impl=tokengate", func(b *testing.B) {
-		g.run(b, newSealed(b, newStore(b, newClock(t0)), testKey("one")))
+		g.run(b, newSealed(b, newStore(b, newClock(t0).Now), testKey("one")))
 	})
 }

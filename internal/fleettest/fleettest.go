@@ -4,9 +4,10 @@
 // store) in front of one fake TaskNation server.
 //
 // It is the contract a durable store keeps toward the middleware, as
-// package storetest's contract is the one it keeps toward its callers. The
-// middleware tests run it on a file store and on Redis; the Caddy module's
-// tests run it on Caddy storage.
+// package tokenstore/storetest's contract is the one it keeps toward its
+// callers. The middleware tests run it on a file store and on Redis; the
+// Caddy module's tests run it on Caddy storage. Its clock is the test
+// kit's (package testkit).
 package fleettest
 
 import (
@@ -18,8 +19,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 	"github.com/tasknation/tokengate/tokenstore"
@@ -44,109 +44,16 @@ var Scopes = []string{"supply::businesses", "supply::leads"}
 // AppScopes are the application scopes of the cold-burst scenario.
 var AppScopes = []string{"demand::categories", "demand::search"}
 
-// Clock is a settable clock shared by the fake server and the gateways;
-// its timers fire, synchronously, when Advance passes them.
-type Clock struct {
-	mu     sync.Mutex
-	t      time.Time
-	timers []*timer
-}
-
-type timer struct {
-	c       *Clock
-	at      time.Time
-	f       func()
-	stopped bool
-}
-
-// NewClock returns a clock at the current time.
-func NewClock() *Clock { return &Clock{t: time.Now()} }
-
-// NewClockAt returns a clock at t. A clock behind the real one makes
-// tokens look expired to code that reads time.Now (x/oauth2's
-// ReuseTokenSource), so that only the clock decides.
-func NewClockAt(t time.Time) *Clock { return &Clock{t: t} }
-
-// Now is the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// AfterFunc runs f once the clock has been advanced past d from now.
-func (c *Clock) AfterFunc(d time.Duration, f func()) middleware.Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &timer{c: c, at: c.t.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *timer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := !t.stopped
-	t.stopped = true
-	return was
-}
-
-// Pending is the number of timers not yet fired or stopped.
-func (c *Clock) Pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, t := range c.timers {
-		if !t.stopped {
-			n++
-		}
-	}
-	return n
-}
-
-// Advance moves the clock and runs the timers that came due, in order.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	var due, pending []*timer
-	for _, t := range c.timers {
-		switch {
-		case t.stopped:
-		case !t.at.After(c.t):
-			t.stopped = true
-			due = append(due, t)
-		default:
-			pending = append(pending, t)
-		}
-	}
-	c.timers = pending
-	c.mu.Unlock()
-	slices.SortFunc(due, func(a, b *timer) int { return a.at.Compare(b.at) })
-	for _, t := range due {
-		t.f()
-	}
-}
-
-// Skewed is a view of a Clock that is off by Skew: a machine whose clock
-// is ahead (positive) or behind.
-type Skewed struct {
-	*Clock
-	Skew time.Duration
-}
-
-// Now is the base clock's time plus the skew.
-func (s Skewed) Now() time.Time { return s.Clock.Now().Add(s.Skew) }
-
 // Fleet is a fake TaskNation server and the gateways in front of it.
 type Fleet struct {
 	Srv   *tasknationtest.Server
-	Clock *Clock
+	Clock *testkit.Clock
 }
 
 // New starts the fake server of a fleet on a fresh clock.
 func New(t testing.TB, opts tasknationtest.Options) *Fleet {
 	t.Helper()
-	f := &Fleet{Clock: NewClock()}
+	f := &Fleet{Clock: testkit.NewClock()}
 	if opts.Now == nil {
 		opts.Now = f.Clock.Now
 	}
@@ -179,7 +86,7 @@ func (f *Fleet) Gateway(t testing.TB, grant string, store tokenstore.Store, skew
 		ClientSecret: tasknationtest.DefaultClientSecret,
 		Scopes:       AppScopes,
 		Store:        store,
-		Clock:        Skewed{Clock: f.Clock, Skew: skew},
+		Clock:        testkit.Skewed{Clock: f.Clock, Skew: skew},
 		Logger:       zap.New(core),
 	}
 	if grant == middleware.GrantAuthorizationCode {

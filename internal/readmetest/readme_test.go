@@ -1,8 +1,6 @@
 package readmetest
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -83,35 +81,20 @@ type snippet struct {
 // goBlocks returns the ```go blocks of a Markdown text that are built, and
 // how many were marked nobuild.
 func goBlocks(md []byte) (built []snippet, skipped int, err error) {
-	sc := bufio.NewScanner(bytes.NewReader(md))
-	var cur *snippet
-	var in, build bool
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		switch {
-		case !in && strings.HasPrefix(line, "```"):
-			in = true
-			info := strings.Fields(strings.TrimPrefix(line, "```"))
-			if len(info) > 0 && info[0] == "go" {
-				build = !(len(info) > 1 && info[1] == "nobuild")
-				if !build {
-					skipped++
-				}
-				cur = &snippet{line: n + 1}
-			}
-		case in && strings.HasPrefix(line, "```"):
-			if cur != nil && build {
-				built = append(built, *cur)
-			}
-			in, cur = false, nil
-		case cur != nil:
-			cur.code += line + "\n"
+	fs, err := fences(md, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, f := range fs {
+		switch lang, mode := f.lang(); {
+		case lang != "go":
+		case mode == "nobuild":
+			skipped++
+		default:
+			built = append(built, snippet{line: f.line, code: f.text})
 		}
 	}
-	if in {
-		return nil, 0, fmt.Errorf("a code block is not closed")
-	}
-	return built, skipped, sc.Err()
+	return built, skipped, nil
 }
 
 // kind is "package", "file" or "fragment" (see the conventions above).

@@ -10,10 +10,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
 
@@ -25,28 +25,11 @@ var httpClient = &http.Client{
 	Timeout:       30 * time.Second,
 }
 
-// clock is an injectable clock; step > 0 makes every reading advance it.
-type clock struct {
-	mu   sync.Mutex
-	t    time.Time
-	step time.Duration
-}
+// clock is the test kit's settable clock; SetStep makes every reading
+// advance it.
+type clock = testkit.Clock
 
-func newClock() *clock { return &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := c.t
-	c.t = c.t.Add(c.step)
-	return t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *clock { return testkit.NewClockAt(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)) }
 
 // newServer starts a server on an injected clock with testRedirect
 // registered for the default client (when there is one).

@@ -142,7 +142,7 @@ func TestExpiresInRoundedDownWhenWritten(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newClock()
-			clk.step = tc.step
+			clk.SetStep(tc.step)
 			s, _ := newServer(t, tasknationtest.Options{TokenLifetime: 10 * time.Second, Now: clk.Now})
 			r := mustOK(t, tokenCall(t, s, ccForm("")))
 			if r.json["expires_in"] != tc.want {

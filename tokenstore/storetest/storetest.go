@@ -1,43 +1,45 @@
-// Package storetest runs the contract every token store keeps toward its
-// callers, as testing/fstest runs the one of an fs.FS: Get, Set and Delete
-// with expiry checked on read (Contract), and compare-and-set, atomic
-// across instances of one store (CASContract), against a store the caller
-// makes on a Clock the contract moves.
+// Package storetest checks that a tokenstore.Store keeps the contract the
+// middleware relies on, as testing/fstest checks an fs.FS: bring your own
+// store, hand Run a function that opens a fresh, empty one reading the time
+// from the clock it is given, and Run checks what your store's type
+// promises.
+//
+//	func TestMyStore(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T, now func() time.Time) (func() tokenstore.Store, func() int) {
+//			s := mystore.New(mystore.Options{Now: now})
+//			return func() tokenstore.Store { return s }, nil
+//		}, storetest.Options{ErrPrefix: "mystore: "})
+//	}
+//
+// Run runs Contract (Get, Set and Delete, expiry checked on read), then
+// CASContract (compare-and-set, atomic across the instances of one store)
+// when the store has a compare-and-set of its own, and PendingContract
+// (pending connects taken once) when it keeps pending records. Each takes
+// a fresh store for each case, on a clock the contract moves; a store
+// shared between processes is opened once more per instance, as another
+// process would open it, so that atomicity is checked across them.
 //
 // tokenstore's tests run it on the memory, file and Redis stores and on
-// Sealed over them; the Caddy module's tests run it on its Storage. The
-// fleet scenarios of package fleettest are the contract a shared store
-// keeps toward the middleware.
+// Sealed over each; the Caddy module's tests run it on its Storage. The
+// fleet scenarios of package fleettest (internal to this module) are the
+// contract a shared store keeps toward the middleware.
 package storetest
 
 import (
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/tokenstore"
 )
 
-// Clock is a settable clock, safe for concurrent use: the store under test
-// reads it, the contract moves it.
-type Clock struct{ ns atomic.Int64 }
-
-// NewClock returns a clock at t.
-func NewClock(t time.Time) *Clock {
-	c := &Clock{}
-	c.ns.Store(t.UnixNano())
-	return c
-}
-
-// Now is the clock's time.
-func (c *Clock) Now() time.Time { return time.Unix(0, c.ns.Load()) }
-
-// Advance moves the clock d forward.
-func (c *Clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 // t0 is the time every case's clock starts at.
 var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+// newClock is a case's clock: the test kit's settable clock at t0, which
+// the store under test reads through its Now method.
+func newClock() *testkit.Clock { return testkit.NewClockAt(t0) }
 
 // Sample is a full token set obtained at now: an access token valid for an
 // hour, a refresh token for 180 days, scopes, version 42.

@@ -17,15 +17,15 @@ type CASStore interface {
 	tokenstore.CASStore
 }
 
-// CASOpener makes one fresh, empty store that reads clock c and returns
-// the function that opens one more instance of it, as another process
-// would (another FileStore on the directory, another client of the
+// CASOpener makes one fresh, empty store that reads the time from now and
+// returns the function that opens one more instance of it, as another
+// process would (another FileStore on the directory, another client of the
 // Redis). Instances are opened before the goroutines that use them start.
-type CASOpener func(t *testing.T, c *Clock) (instance func() CASStore)
+type CASOpener func(t *testing.T, now func() time.Time) (instance func() CASStore)
 
-// CASOptions says how a store's errors begin and how hard CASContract's
-// race cases push it.
-type CASOptions struct {
+// Options says how a store's errors begin and how hard CASContract's race
+// cases push it.
+type Options struct {
 	// ErrPrefix begins every error the store returns, such as
 	// "tokenstore: ". Required: the conflict errors are checked for it.
 	ErrPrefix string
@@ -65,9 +65,9 @@ func (r Race) size(rounds, writers int) (int, int) {
 // error wrapping ErrConflict, which names neither the key nor a
 // credential, and writes nothing, atomically with respect to Set, Delete
 // and other CompareAndSets of every instance of the store.
-func CASContract(t *testing.T, open CASOpener, opts CASOptions) {
+func CASContract(t *testing.T, open CASOpener, opts Options) {
 	if opts.ErrPrefix == "" {
-		t.Fatal("storetest: CASOptions.ErrPrefix is required")
+		t.Fatal("storetest: Options.ErrPrefix is required")
 	}
 	ctx := context.Background()
 	const key = "user:alice"
@@ -106,8 +106,8 @@ func CASContract(t *testing.T, open CASOpener, opts CASOptions) {
 	}
 	for _, tt := range tests {
 		t.Run("compare-and-set/"+tt.name, func(t *testing.T) {
-			c := NewClock(t0)
-			s := open(t, c)()
+			c := newClock()
+			s := open(t, c.Now)()
 			if tt.stored != nil {
 				if err := s.Set(ctx, key, tt.stored); err != nil {
 					t.Fatal(err)
@@ -148,7 +148,7 @@ func CASContract(t *testing.T, open CASOpener, opts CASOptions) {
 	}
 
 	t.Run("compare-and-set/nil token", func(t *testing.T) {
-		s := open(t, NewClock(t0))()
+		s := open(t, newClock().Now)()
 		if err := s.CompareAndSet(ctx, key, 0, nil); err == nil || errors.Is(err, tokenstore.ErrConflict) {
 			t.Fatalf("CompareAndSet of nil = %v, want an error other than a conflict", err)
 		}
@@ -157,7 +157,7 @@ func CASContract(t *testing.T, open CASOpener, opts CASOptions) {
 	// The defect this fences: a disconnect (Delete) on one instance undone
 	// by a refresh on another that writes the rotated set back.
 	t.Run("compare-and-set after delete", func(t *testing.T) {
-		inst := open(t, NewClock(t0))
+		inst := open(t, newClock().Now)
 		refresher, disconnecter := inst(), inst()
 		if err := refresher.Set(ctx, key, withVersion(5)); err != nil {
 			t.Fatal(err)
@@ -185,7 +185,7 @@ func CASContract(t *testing.T, open CASOpener, opts CASOptions) {
 	// seeded opens a fresh store that holds version 1 of the set.
 	seeded := func(t *testing.T) (instance func() CASStore) {
 		t.Helper()
-		inst := open(t, NewClock(t0))
+		inst := open(t, newClock().Now)
 		if err := inst().Set(ctx, key, withVersion(1)); err != nil {
 			t.Fatal(err)
 		}
@@ -315,8 +315,8 @@ func CASContract(t *testing.T, open CASOpener, opts CASOptions) {
 // under key (and the older keys, which only open): the contract holds
 // through the encryption.
 func Sealed(open CASOpener, key []byte, older ...[]byte) CASOpener {
-	return func(t *testing.T, c *Clock) func() CASStore {
-		inst := open(t, c)
+	return func(t *testing.T, now func() time.Time) func() CASStore {
+		inst := open(t, now)
 		return func() CASStore {
 			s, err := tokenstore.NewSealed(inst(), key, older...)
 			if err != nil {
@@ -333,8 +333,8 @@ func Sealed(open CASOpener, key []byte, older ...[]byte) CASOpener {
 // seal with different keys and open every set. The contract holds there
 // too.
 func SealedRotation(open CASOpener, keys ...[]byte) CASOpener {
-	return func(t *testing.T, c *Clock) func() CASStore {
-		inst := open(t, c)
+	return func(t *testing.T, now func() time.Time) func() CASStore {
+		inst := open(t, now)
 		var n atomic.Int64
 		return func() CASStore {
 			i := int(n.Add(1)-1) % len(keys)

@@ -20,10 +20,10 @@ type PendingStore interface {
 	tokenstore.PendingStore
 }
 
-// PendingOpener makes one fresh, empty store that reads clock c and
-// returns the function that opens one more instance of it, as another
+// PendingOpener makes one fresh, empty store that reads the time from now
+// and returns the function that opens one more instance of it, as another
 // process would.
-type PendingOpener func(t *testing.T, c *Clock) (instance func() PendingStore)
+type PendingOpener func(t *testing.T, now func() time.Time) (instance func() PendingStore)
 
 // PendingContract checks what every tokenstore.PendingStore promises: a
 // record put on one instance is taken once, on any instance; it is filed
@@ -63,7 +63,7 @@ func PendingContract(t *testing.T, open PendingOpener, errPrefix string) {
 	}
 
 	t.Run("taken once across instances", func(t *testing.T) {
-		inst := open(t, NewClock(t0))
+		inst := open(t, newClock().Now)
 		a, b := inst(), inst()
 		mustPut(t, a, "user:alice", "id1", rec, 5)
 		mustTake(t, b, "user:alice", "id1", rec)
@@ -72,14 +72,14 @@ func PendingContract(t *testing.T, open PendingOpener, errPrefix string) {
 		mustMiss(t, a, "user:alice", "never-put", "for an id never put")
 	})
 	t.Run("another subject neither finds nor consumes it", func(t *testing.T) {
-		inst := open(t, NewClock(t0))
+		inst := open(t, newClock().Now)
 		s := inst()
 		mustPut(t, s, "user:alice", "id1", rec, 5)
 		mustMiss(t, inst(), "user:mallory", "id1", "for another subject")
 		mustTake(t, inst(), "user:alice", "id1", rec)
 	})
 	t.Run("the cap per subject drops that subject's oldest", func(t *testing.T) {
-		inst := open(t, NewClock(t0))
+		inst := open(t, newClock().Now)
 		a, b := inst(), inst()
 		mustPut(t, a, "user:bob", "bob1", []byte("b1"), 3)
 		for i := 1; i <= 5; i++ {
@@ -95,7 +95,7 @@ func PendingContract(t *testing.T, open PendingOpener, errPrefix string) {
 		mustTake(t, a, "user:bob", "bob2", []byte("b2"))
 	})
 	t.Run("a taken record frees its place under the cap", func(t *testing.T) {
-		inst := open(t, NewClock(t0))
+		inst := open(t, newClock().Now)
 		s := inst()
 		mustPut(t, s, "user:alice", "a1", []byte("1"), 2)
 		mustPut(t, s, "user:alice", "a2", []byte("2"), 2)
@@ -105,8 +105,8 @@ func PendingContract(t *testing.T, open PendingOpener, errPrefix string) {
 		mustTake(t, s, "user:alice", "a3", []byte("3"))
 	})
 	t.Run("expiry on take", func(t *testing.T) {
-		c := NewClock(t0)
-		inst := open(t, c)
+		c := newClock()
+		inst := open(t, c.Now)
 		s := inst()
 		mustPut(t, s, "user:alice", "old", []byte("old"), 5)
 		c.Advance(ttl - time.Second)
@@ -116,7 +116,7 @@ func PendingContract(t *testing.T, open PendingOpener, errPrefix string) {
 		mustTake(t, inst(), "user:alice", "young", []byte("young"))
 	})
 	t.Run("concurrent takes: one wins", func(t *testing.T) {
-		inst := open(t, NewClock(t0))
+		inst := open(t, newClock().Now)
 		const takers = 8
 		stores := make([]PendingStore, takers)
 		for i := range stores {
@@ -150,7 +150,7 @@ func PendingContract(t *testing.T, open PendingOpener, errPrefix string) {
 		}
 	})
 	t.Run("bad arguments", func(t *testing.T) {
-		s := open(t, NewClock(t0))()
+		s := open(t, newClock().Now)()
 		for _, tt := range []struct {
 			name string
 			id   string
@@ -176,8 +176,8 @@ func PendingContract(t *testing.T, open PendingOpener, errPrefix string) {
 // SealedPending is open with every instance it makes wrapped in
 // tokenstore.Sealed under key: the contract holds through the encryption.
 func SealedPending(open PendingOpener, key []byte, older ...[]byte) PendingOpener {
-	return func(t *testing.T, c *Clock) func() PendingStore {
-		inst := open(t, c)
+	return func(t *testing.T, now func() time.Time) func() PendingStore {
+		inst := open(t, now)
 		return func() PendingStore {
 			s, err := tokenstore.NewSealed(inst(), key, older...)
 			if err != nil {

@@ -10,10 +10,10 @@ import (
 	"github.com/tasknation/tokengate/tokenstore"
 )
 
-// Opener makes a fresh, empty store that reads clock c, and held, which
-// counts the entries the store keeps (a dead set included, until a Get
-// drops it).
-type Opener func(t *testing.T, c *Clock) (s tokenstore.Store, held func() int)
+// Opener makes a fresh, empty store that reads the time from now, and
+// held, which counts the entries the store keeps (a dead set included,
+// until a Get drops it). A nil held leaves that check out.
+type Opener func(t *testing.T, now func() time.Time) (s tokenstore.Store, held func() int)
 
 // Contract checks what every tokenstore.Store promises: round trips of
 // every shape of token set, overwrite, absent keys, idempotent delete, and
@@ -48,7 +48,7 @@ func Contract(t *testing.T, open Opener) {
 	}
 	for _, tt := range shapes {
 		t.Run("round trip/"+tt.name, func(t *testing.T) {
-			s, _ := open(t, NewClock(t0))
+			s, _ := open(t, newClock().Now)
 			want := tt.tok()
 			if err := s.Set(ctx, "k", want); err != nil {
 				t.Fatal(err)
@@ -105,8 +105,8 @@ func Contract(t *testing.T, open Opener) {
 	}
 	for _, tt := range expiry {
 		t.Run("expiry on read/"+tt.name, func(t *testing.T) {
-			c := NewClock(t0)
-			s, held := open(t, c)
+			c := newClock()
+			s, held := open(t, c.Now)
 			stored := tt.tok(t0)
 			if err := s.Set(ctx, "k", stored); err != nil {
 				t.Fatal(err)
@@ -125,8 +125,10 @@ func Contract(t *testing.T, open Opener) {
 			if !tt.found && !errors.Is(err, tokenstore.ErrExpired) {
 				t.Fatalf("err = %v, want ErrExpired (a set was stored, nothing in it is usable)", err)
 			}
-			if n := held(); tt.found != (n == 1) {
-				t.Fatalf("%d entries held after Get, want %d", n, map[bool]int{true: 1, false: 0}[tt.found])
+			if held != nil {
+				if n := held(); tt.found != (n == 1) {
+					t.Fatalf("%d entries held after Get, want %d", n, map[bool]int{true: 1, false: 0}[tt.found])
+				}
 			}
 			if tt.found {
 				return
