@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 
@@ -133,8 +134,11 @@ type Handler struct {
 	userGrant bool
 	user      string // AuthorizationCode.User
 	userVar   string // the variable of a user that is one placeholder and nothing else
-	poolKey   string
-	logger    *zap.Logger
+	// userHeader is the canonical request header field of a user that is
+	// {http.request.header.<field>} and nothing else ("" otherwise).
+	userHeader string
+	poolKey    string
+	logger     *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -166,6 +170,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		sink = &eventSink{ctx: ctx, app: app, includeSubject: h.AuthorizationCode.EventsIncludeSubject, logger: h.logger}
 		h.user = h.AuthorizationCode.User
 		h.userVar = soleVariable(h.user)
+		h.userHeader = requestHeaderField(h.userVar)
 	}
 	h.userGrant = cfg.Grant == middleware.GrantAuthorizationCode
 	var storage certmagic.Storage
@@ -440,6 +445,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // any placeholder in it is unknown or empty, so that "tenant-{x}" with
 // {x} unset is no one rather than a subject shared by every such request.
 func (h *Handler) subject(r *http.Request) string {
+	if h.userHeader != "" {
+		// The usual user: a trusted header set by the login in front.
+		// Read as Caddy's http.request.header placeholder reads it
+		// (values joined with commas), without the Replacer's walk of
+		// its providers and key prefixes.
+		switch v := r.Header[h.userHeader]; len(v) {
+		case 0:
+			return ""
+		case 1:
+			return v[0]
+		default:
+			return strings.Join(v, ",")
+		}
+	}
 	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if !ok {
 		return ""
@@ -470,6 +489,16 @@ func soleVariable(tmpl string) string {
 		return ""
 	}
 	return name
+}
+
+// requestHeaderField is the canonical header field of the variable
+// http.request.header.<field>, "" for any other variable.
+func requestHeaderField(variable string) string {
+	field, ok := strings.CutPrefix(variable, "http.request.header.")
+	if !ok || field == "" {
+		return ""
+	}
+	return textproto.CanonicalMIMEHeaderKey(field)
 }
 
 // Cleanup releases this config's hold on the token source; the last

@@ -538,13 +538,17 @@ func TestObserver_ConnectOutcomesBounded(t *testing.T) {
 func BenchmarkSubject(b *testing.B) {
 	for _, c := range []struct{ impl, user string }{
 		{"template", "{http.auth.user.id}-"}, {"sole", "{http.auth.user.id}"},
+		{"header-replacer", "{http.request.header.X-Auth-User}"}, {"header", "{http.request.header.X-Auth-User}"},
 	} {
 		b.Run("impl="+c.impl, func(b *testing.B) {
 			h := &Handler{user: c.user, userVar: soleVariable(c.user)}
-			repl := caddy.NewReplacer()
-			repl.Set("http.auth.user.id", "alice@example.com")
+			if c.impl == "header" {
+				h.userHeader = requestHeaderField(h.userVar)
+			}
 			r := httptest.NewRequest("GET", "/", nil)
-			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+			r.Header.Set("X-Auth-User", "alice@example.com")
+			repl := caddyhttp.NewTestReplacer(r)
+			repl.Set("http.auth.user.id", "alice@example.com")
 			b.ReportAllocs()
 			for b.Loop() {
 				if h.subject(r) == "" {
@@ -552,5 +556,50 @@ func BenchmarkSubject(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A user that is {http.request.header.<field>} is read from the request
+// without the Replacer, and must read exactly what the placeholder gives:
+// any spelling of the field, values joined with commas, absent and empty
+// alike no one.
+func TestSubject_RequestHeaderAsPlaceholder(t *testing.T) {
+	for _, c := range []struct {
+		name, user string
+		values     []string // of X-Auth-User
+	}{
+		{"one value", "{http.request.header.X-Auth-User}", []string{"alice"}},
+		{"lowercase field", "{http.request.header.x-auth-user}", []string{"alice"}},
+		{"two values", "{http.request.header.X-Auth-User}", []string{"alice", "bob"}},
+		{"empty value", "{http.request.header.X-Auth-User}", []string{""}},
+		{"absent", "{http.request.header.X-Auth-User}", nil},
+		{"other field", "{http.request.header.X-Other}", []string{"alice"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := &Handler{user: c.user, userVar: soleVariable(c.user)}
+			h.userHeader = requestHeaderField(h.userVar)
+			if h.userHeader == "" {
+				t.Fatalf("requestHeaderField(%q) = \"\": the header path is not taken", h.userVar)
+			}
+			r := httptest.NewRequest("GET", "/", nil)
+			for _, v := range c.values {
+				r.Header.Add("X-Auth-User", v)
+			}
+			repl := caddyhttp.NewTestReplacer(r)
+			want, _ := repl.GetString(h.userVar)
+			if got := h.subject(r); got != want {
+				t.Fatalf("subject = %q, the placeholder gives %q", got, want)
+			}
+			// The slow path, the same user through the Replacer.
+			slow := &Handler{user: c.user, userVar: h.userVar}
+			if got := slow.subject(r); got != want {
+				t.Fatalf("Replacer path: subject = %q, want %q", got, want)
+			}
+		})
+	}
+	for _, v := range []string{"http.request.header.", "http.request.headers.X", "http.auth.user.id", ""} {
+		if f := requestHeaderField(v); f != "" {
+			t.Errorf("requestHeaderField(%q) = %q, want \"\"", v, f)
+		}
 	}
 }
