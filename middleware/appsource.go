@@ -34,6 +34,13 @@ type appSource struct {
 	store tokenstore.Store
 	k     string // the store and singleflight key
 	cur   atomic.Pointer[entry]
+	// coarse is the wall clock the hot path checks an entry with when the
+	// Gate runs on the real clock (nil on any other: a test's clock fires
+	// the timers itself). The phase timers run on the monotonic clock,
+	// which stands still while the machine is suspended: without this, a
+	// machine that wakes past a token's expiry would serve it until the
+	// timers caught up.
+	coarse *coarseClock
 }
 
 // entry is an application token ready for the hot path.
@@ -43,10 +50,18 @@ type entry struct {
 	expireAt  time.Time // phaseExpired from here
 	phase     atomic.Int32
 	timers    [2]Timer // set before the entry is published
+	// until is refreshAt less coarseSlack, in Unix ns: the hot path
+	// serves e until then by the coarse clock.
+	until int64
 }
 
 func newAppSource(g *Gate, store tokenstore.Store) *appSource {
-	return &appSource{g: g, store: store, k: appKey(g.cfg)}
+	a := &appSource{g: g, store: store, k: appKey(g.cfg)}
+	switch g.clock.(type) {
+	case SystemClock, *SystemClock:
+		a.coarse = startCoarseClock(time.Now, coarseTick)
+	}
+	return a
 }
 
 // appKey identifies the application token of a client: same endpoint,
@@ -57,9 +72,10 @@ func appKey(c Config) string {
 	return "app:" + hex.EncodeToString(h[:16])
 }
 
-// ready is one atomic load of the entry and one of its phase.
+// ready is one atomic load of the entry and one of its phase, and on the
+// real clock one of the coarse clock.
 func (a *appSource) ready(string) *held {
-	if e := a.cur.Load(); e != nil && e.phase.Load() == phaseFresh {
+	if e := a.cur.Load(); e != nil && e.phase.Load() == phaseFresh && (a.coarse == nil || a.coarse.now() < e.until) {
 		return &e.h
 	}
 	return nil
@@ -72,7 +88,7 @@ func (a *appSource) cached(_, _ string) (held, bool, error) {
 	if e == nil {
 		return held{}, false, nil
 	}
-	return e.now(), true, nil
+	return e.at(a.g.clock.Now()), true, nil
 }
 
 // renew refreshes the application token: lock, re-read the store,
@@ -81,10 +97,14 @@ func (a *appSource) renew(ctx context.Context, key, _ string) (held, error) {
 	g := a.g
 	now := g.clock.Now()
 	cur := a.cur.Load()
-	if cur != nil && cur.phase.Load() == phaseFresh {
-		return cur.now(), nil // refreshed by the flight that just ended
+	var curPhase int32
+	if cur != nil {
+		curPhase = cur.at(now).phase
 	}
-	holding := cur != nil && cur.phase.Load() != phaseExpired
+	if cur != nil && curPhase == phaseFresh {
+		return cur.at(now), nil // refreshed by the flight that just ended
+	}
+	holding := cur != nil && curPhase != phaseExpired
 	if b, blocked := g.backoffs.blocked(key, now); blocked {
 		// Failed in the flight that just ended: callers that checked
 		// before it failed must not start another request in this step.
@@ -112,7 +132,7 @@ func (a *appSource) renew(ctx context.Context, key, _ string) (held, error) {
 		if e := a.newEntry(stored); now.Before(e.refreshAt) {
 			a.install(e)
 			g.backoffs.reset(key)
-			return e.now(), nil
+			return e.at(now), nil
 		}
 	case errors.Is(err, tokenstore.ErrNotFound):
 	default:
@@ -153,7 +173,7 @@ func (a *appSource) renew(ctx context.Context, key, _ string) (held, error) {
 		zap.Duration("lifetime", e.h.tok.Lifetime()),
 		zap.Strings("scopes", e.h.tok.Scopes),
 		zap.Uint64("version", e.h.tok.Version))
-	return e.now(), nil
+	return e.at(g.clock.Now()), nil
 }
 
 // nextVersion is the version of a set that replaces prev (nil: none): the
@@ -174,13 +194,22 @@ func newLineage() uint64 { return rand.Uint64()>>2 + 1 }
 // newEntry computes when tok must be refreshed and when it stops being used.
 func (a *appSource) newEntry(tok *tokenstore.Token) *entry {
 	refreshAt, expireAt := a.g.schedule(tok)
-	return &entry{h: newHeld(a.k, tok, phaseFresh), refreshAt: refreshAt, expireAt: expireAt}
+	return &entry{h: newHeld(a.k, tok, phaseFresh), refreshAt: refreshAt, expireAt: expireAt,
+		until: refreshAt.Add(-coarseSlack).UnixNano()}
 }
 
-// now is e as a held, with its current phase.
-func (e *entry) now() held {
+// at is e as a held at now: its phase is the later of the one its timers
+// (or a rejection) set and the one the clock gives, so that a wall clock
+// that jumped past a timer is followed at once.
+func (e *entry) at(now time.Time) held {
 	h := e.h
 	h.phase = e.phase.Load()
+	switch {
+	case !now.Before(e.expireAt):
+		h.phase = phaseExpired
+	case !now.Before(e.refreshAt):
+		h.phase = max(h.phase, phaseDue)
+	}
 	return h
 }
 
@@ -234,6 +263,9 @@ func (a *appSource) reject(_ string, version uint64, now time.Time) bool {
 func (a *appSource) close() error {
 	if e := a.cur.Load(); e != nil {
 		e.stop()
+	}
+	if a.coarse != nil {
+		a.coarse.close()
 	}
 	return nil
 }

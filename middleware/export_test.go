@@ -55,3 +55,15 @@ func CacheUserForTest(g *Gate, subject string, tok *tokenstore.Token) error {
 func EvictCacheForTest(g *Gate, subject string) error {
 	return g.users.cache.Delete(context.Background(), g.users.subjectKey(subject))
 }
+
+// UseAppCoarseClock gives the Gate's application token a coarse clock on
+// now, ticking every tick, as a Gate on the real clock has on time.Now;
+// read is that clock. Call it before the first request.
+func UseAppCoarseClock(g *Gate, now func() time.Time, tick time.Duration) (read func() time.Time) {
+	a := g.src.(*appSource)
+	if a.coarse != nil {
+		a.coarse.close()
+	}
+	a.coarse = startCoarseClock(now, tick)
+	return func() time.Time { return time.Unix(0, a.coarse.now()) }
+}

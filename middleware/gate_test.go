@@ -387,3 +387,45 @@ func TestWrap_NilHeader(t *testing.T) {
 		t.Fatalf("next saw %v", rec.seen)
 	}
 }
+
+// TestAppToken_WallClockJump: the phase timers run on the monotonic clock,
+// which stands still while the machine is suspended. On the real clock
+// the hot path also checks the coarse wall clock, so a machine that wakes
+// past the token's expiry asks for a new token at the first request
+// instead of serving the expired one until the timers catch up.
+func TestAppToken_WallClockJump(t *testing.T) {
+	clk := &offsetClock{} // the real clock and real timers, plus a jump
+	f := newFixture(t, func(c *middleware.Config) { c.Clock = clk })
+	read := middleware.UseAppCoarseClock(f.gate, clk.Now, time.Millisecond)
+	rec := &recorder{}
+	h := f.gate.Wrap(rec)
+	get := func() {
+		t.Helper()
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "/api/v1/categories", nil))
+		if w.Code != http.StatusNoContent {
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+	get()
+	get()
+	if n := f.ccRequests(); n != 1 {
+		t.Fatalf("token requests before the jump = %d, want 1", n)
+	}
+	// The machine sleeps for two hours: the wall clock jumps past the
+	// token's hour, the monotonic clock (and so every timer) does not.
+	clk.off.Store(int64(2 * time.Hour))
+	eventually(t, "the coarse clock to follow the wall clock", func() bool {
+		return !read().Before(time.Now().Add(time.Hour))
+	})
+	get()
+	if n := f.ccRequests(); n != 2 {
+		t.Fatalf("token requests after the jump = %d, want 2: the expired token was served", n)
+	}
+	rec.mu.Lock()
+	seen := slices.Clone(rec.seen)
+	rec.mu.Unlock()
+	if seen[2] == seen[0] {
+		t.Fatal("the request after the jump carried the expired token")
+	}
+}
