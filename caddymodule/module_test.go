@@ -448,11 +448,11 @@ func TestPoolKey(t *testing.T) {
 	base.AuthorizationCode.RedirectURI = "http://127.0.0.1:9/gw/oauth2/callback" // callback_path: its default, the whole path
 	key := func(h *Handler) string {
 		t.Helper()
-		cfg, spec, err := h.config(resolver{caddy.NewReplacer()})
+		g, err := h.config(resolver{caddy.NewReplacer()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return poolKey(cfg, spec, nil)
+		return poolKey(g, nil)
 	}
 	k0 := key(base)
 	if key(userHandler(t, srv)) == k0 {
