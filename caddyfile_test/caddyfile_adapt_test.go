@@ -272,12 +272,25 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		"TOKENGATE_OLD_KEY":       "ZW52LW9ubHktb2xkZXIta2V5LWtleS0zMi1ieXRlcyE=",
 		"REDIS_PASSWORD":          "env-only-redis-password-61fa",
 		"REDIS_ADDR":              "env-only-redis.example:6380",
+		"TG_KEY_FILE":             "/env-only/client-key-9d2c.pem",
+		"TG_CA_FILE":              "/env-only/auth-ca-41be.pem",
+		"TG_EXTRA_RESOURCE":       "https://env-only-resource.example/",
 	}
 	for k, v := range secrets {
 		t.Setenv(k, v)
 	}
-	literal, key, olderKey, redisPassword := 0, 0, 0, 0
+	literal, key, olderKey, redisPassword, keyFile := 0, 0, 0, 0, 0
 	for name, got := range adaptedFixtures(t) {
+		// Key files are paths in the JSON, read at load: never what
+		// they hold.
+		for _, material := range []string{"-----BEGIN", "PRIVATE KEY", "CERTIFICATE"} {
+			if bytes.Contains(got, []byte(material)) {
+				t.Errorf("%s: the adapted JSON holds %q", name, material)
+			}
+		}
+		if bytes.Contains(got, []byte(`"key_file":"{env.TG_KEY_FILE}"`)) {
+			keyFile++
+		}
 		for k, v := range secrets {
 			if bytes.Contains(got, []byte(v)) {
 				t.Errorf("%s: the adapted JSON contains the value of $%s", name, k)
@@ -305,6 +318,9 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 	}
 	if olderKey == 0 {
 		t.Errorf(`no adapted fixture has "encryption_keys":["{env.TOKENGATE_KEY}","{env.TOKENGATE_OLD_KEY}",...] literally`)
+	}
+	if keyFile == 0 {
+		t.Errorf(`no adapted fixture has "key_file":"{env.TG_KEY_FILE}" literally`)
 	}
 	if redisPassword == 0 {
 		t.Errorf(`no adapted fixture has "password":"{env.REDIS_PASSWORD}" literally`)

@@ -2,8 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -117,11 +115,7 @@ func TestPoolKey_ClientAuth(t *testing.T) {
 	srv := tasknationtest.NewServer(tasknationtest.Options{})
 	defer srv.Close()
 	dir := t.TempDir()
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := testkit.WriteKey(t, dir, "rsa.pem", rsaKey)
+	keyFile := testkit.WriteKey(t, dir, "rsa.pem", testkit.RSAKey(t))
 	caFile := filepath.Join(dir, "ca.pem")
 	ca1, _, _ := testkit.ClientCertificate(t, dir, "ca1")
 	ca2, _, _ := testkit.ClientCertificate(t, dir, "ca2")
