@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
-
 	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
@@ -124,16 +122,7 @@ func TestClientAuth_PrivateKeyJWTThroughCaddy(t *testing.T) {
 		t.Errorf("assertions replayed: %d, want a new jti each time", n)
 	}
 
-	if err := caddy.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	logs, err := os.ReadFile(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(logs, []byte("http.handlers.oauth2_token")) {
-		t.Fatalf("the log has no line of the oauth2_token module; is it the right file?\n%s", logs)
-	}
+	logs := stoppedLog(t, logFile)
 	for what, v := range secretsOf(t, keyFile) {
 		if bytes.Contains(logs, []byte(v)) {
 			t.Errorf("the log holds %s (%q)", what, v)

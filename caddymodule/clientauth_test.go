@@ -130,14 +130,7 @@ func TestPoolKey_ClientAuth(t *testing.T) {
 		ClientAuth: &ClientAuth{TLSClientAuth: &TLSClientAuth{CertFile: certFile, KeyFile: certKey}}}
 	secretBase := &Handler{Provider: "generic", TokenURL: srv.TokenURL(), ClientID: "id", ClientSecret: "{env.TG_TEST_CLIENT_SECRET}"}
 	t.Setenv("TG_TEST_CLIENT_SECRET", tasknationtest.DefaultClientSecret)
-	key := func(h *Handler) string {
-		t.Helper()
-		g, err := h.config(resolver{caddy.NewReplacer()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return poolKey(g, nil)
-	}
+	key := func(h *Handler) string { return poolKeyOf(t, h) }
 	for _, b := range []*Handler{base, mtlsBase, secretBase} {
 		if key(clone(t, b)) != key(b) {
 			t.Fatal("the same configuration has two pool keys")
