@@ -161,6 +161,8 @@ func TestCaddyfileAdapt_ErrorLines(t *testing.T) {
 	creds := []string{"client_id {env.TN_CLIENT_ID}", "client_secret {env.TN_CLIENT_SECRET}"} // lines 3 and 4
 	user := []string{"grant authorization_code", "user {http.auth.user.id}"}                  // then 5 and 6
 	with := func(lists ...[]string) []string { return slices.Concat(lists...) }
+	id := []string{"client_id {env.TN_CLIENT_ID}"}                                                                   // line 3
+	generic := []string{"client_id {env.TN_CLIENT_ID}", "provider generic", "token_url https://login.example.com/t"} // lines 3 to 5
 	tests := []struct {
 		name  string
 		block []string // the lines of the oauth2_token block, from line 3
@@ -210,6 +212,33 @@ func TestCaddyfileAdapt_ErrorLines(t *testing.T) {
 			`connected_redirect "//evil.example": want an absolute URL or a path starting with /`},
 		{"max_callback_query too small", with(creds, user, []string{"redirect_uri https://gw.example.com/cb", "max_callback_query 512"}), 8,
 			"max_callback_query 512 is too small for a callback"},
+		{"client_auth misspelt", with(creds, []string{"provider generic", "token_url https://login.example.com/t", "client_auth psot"}), 7,
+			`client_auth: unknown method "psot" (want basic or post`},
+		{"client_auth basic with tasknation", with(creds, []string{"scopes demand::search", "client_auth basic"}), 6,
+			"client_auth does not apply to provider tasknation"},
+		{"private_key_jwt with tasknation", with(id, []string{"scopes demand::search", "private_key_jwt /k.pem"}), 5,
+			"private_key_jwt does not apply to provider tasknation"},
+		{"private_key_jwt with a secret", with(generic, []string{"private_key_jwt /k.pem", "client_secret {env.S}"}), 7,
+			"client_secret must be empty with private_key_jwt"},
+		{"private_key_jwt and tls_client_auth", with(generic, []string{"tls_client_auth /c.pem /k.pem", "private_key_jwt /k.pem"}), 7,
+			"private_key_jwt and tls_client_auth are two client authentication methods"},
+		{"private_key_jwt with client_auth basic", with(generic, []string{"private_key_jwt /k.pem", "client_auth basic"}), 7,
+			"client_auth basic does not apply with private_key_jwt"},
+		{"private_key_jwt algorithm", with(generic, []string{"private_key_jwt /k.pem HS256"}), 6, `private_key_jwt: unknown algorithm "HS256"`},
+		{"private_key_jwt lifetime", with(generic, []string{"private_key_jwt /k.pem {", "\tlifetime 2h", "}"}), 6,
+			"private_key_jwt lifetime must be between 1s and 1h"},
+		{"private_key_jwt option", with(generic, []string{"private_key_jwt /k.pem {", "\tkid k1", "}"}), 7, `private_key_jwt: unrecognized option "kid"`},
+		{"tls_client_auth with client_auth basic", with(generic, []string{"client_auth basic", "tls_client_auth /c.pem /k.pem"}), 6,
+			"client_auth basic does not apply with tls_client_auth"},
+		{"tls_client_auth with tasknation", with(id, []string{"tls_client_auth /c.pem /k.pem"}), 4,
+			"tls_client_auth does not apply to provider tasknation"},
+		{"token_params reserved", with(creds, []string{"provider generic", "token_url https://login.example.com/t", "token_params resource r1",
+			"token_params scope admin", "token_params resource r2"}), 8, `token_params "scope": is a parameter of the protocol itself`},
+		{"token_params with tasknation", with(creds, []string{"scopes demand::search", "token_params audience a"}), 6,
+			"token_params does not apply to provider tasknation"},
+		{"issuer with tasknation", with(creds, []string{"issuer https://auth.tasknation.com"}), 5, "issuer does not apply to provider tasknation"},
+		{"issuer http", with(creds, []string{"provider generic", "issuer http://login.example.com"}), 6,
+			`issuer "http://login.example.com": http:// is only allowed on loopback hosts`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -243,12 +272,25 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 		"TOKENGATE_OLD_KEY":       "ZW52LW9ubHktb2xkZXIta2V5LWtleS0zMi1ieXRlcyE=",
 		"REDIS_PASSWORD":          "env-only-redis-password-61fa",
 		"REDIS_ADDR":              "env-only-redis.example:6380",
+		"TG_KEY_FILE":             "/env-only/client-key-9d2c.pem",
+		"TG_CA_FILE":              "/env-only/auth-ca-41be.pem",
+		"TG_EXTRA_RESOURCE":       "https://env-only-resource.example/",
 	}
 	for k, v := range secrets {
 		t.Setenv(k, v)
 	}
-	literal, key, olderKey, redisPassword := 0, 0, 0, 0
+	literal, key, olderKey, redisPassword, keyFile := 0, 0, 0, 0, 0
 	for name, got := range adaptedFixtures(t) {
+		// Key files are paths in the JSON, read at load: never what
+		// they hold.
+		for _, material := range []string{"-----BEGIN", "PRIVATE KEY", "CERTIFICATE"} {
+			if bytes.Contains(got, []byte(material)) {
+				t.Errorf("%s: the adapted JSON holds %q", name, material)
+			}
+		}
+		if bytes.Contains(got, []byte(`"key_file":"{env.TG_KEY_FILE}"`)) {
+			keyFile++
+		}
 		for k, v := range secrets {
 			if bytes.Contains(got, []byte(v)) {
 				t.Errorf("%s: the adapted JSON contains the value of $%s", name, k)
@@ -276,6 +318,9 @@ func TestCaddyfileAdapt_SecretsStayOutOfJSON(t *testing.T) {
 	}
 	if olderKey == 0 {
 		t.Errorf(`no adapted fixture has "encryption_keys":["{env.TOKENGATE_KEY}","{env.TOKENGATE_OLD_KEY}",...] literally`)
+	}
+	if keyFile == 0 {
+		t.Errorf(`no adapted fixture has "key_file":"{env.TG_KEY_FILE}" literally`)
 	}
 	if redisPassword == 0 {
 		t.Errorf(`no adapted fixture has "password":"{env.REDIS_PASSWORD}" literally`)
@@ -323,8 +368,9 @@ func TestCaddyfileAdapt_HandlerJSONDecodes(t *testing.T) {
 			if err := dec.Decode(&h); err != nil {
 				t.Errorf("%s: the adapted handler does not decode into caddymodule.Handler: %v", name, err)
 			}
-			if h.ClientID == "" || h.ClientSecret == "" {
-				t.Errorf("%s: the adapted handler lost client_id or client_secret: %s", name, b)
+			keyed := h.ClientAuth != nil && (h.ClientAuth.PrivateKeyJWT != nil || h.ClientAuth.TLSClientAuth != nil)
+			if h.ClientID == "" || (h.ClientSecret == "") == !keyed {
+				t.Errorf("%s: the adapted handler lost client_id, client_secret or the key file: %s", name, b)
 			}
 		}
 	}

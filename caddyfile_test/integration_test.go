@@ -330,6 +330,18 @@ func TestCaddyfile_InjectsGatewayToken(t *testing.T) {
 
 	// Nothing logged a secret or a token, at DEBUG level either. Stop
 	// Caddy first so that the log is complete.
+	logs := stoppedLog(t, logFile)
+	for _, secret := range []string{tasknationtest.DefaultClientSecret, accessTokenMark, "client-junk"} {
+		if bytes.Contains(logs, []byte(secret)) {
+			t.Errorf("the log contains %q", secret)
+		}
+	}
+}
+
+// stoppedLog stops Caddy, so that its log is complete, and returns the
+// log file, which must have lines of the oauth2_token module.
+func stoppedLog(t *testing.T, logFile string) []byte {
+	t.Helper()
 	if err := caddy.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -340,11 +352,7 @@ func TestCaddyfile_InjectsGatewayToken(t *testing.T) {
 	if !bytes.Contains(logs, []byte("http.handlers.oauth2_token")) {
 		t.Fatalf("the log has no line of the oauth2_token module; is it the right file?\n%s", logs)
 	}
-	for _, secret := range []string{tasknationtest.DefaultClientSecret, accessTokenMark, "client-junk"} {
-		if bytes.Contains(logs, []byte(secret)) {
-			t.Errorf("the log contains %q", secret)
-		}
-	}
+	return logs
 }
 
 func TestAdminReload_KeepsTokenUnlessClientChanges(t *testing.T) {

@@ -54,6 +54,7 @@ type userOptions struct {
 	log      string // a file for Caddy's default log; "": the test's t.Log
 	logLevel string // the default log's level; "": INFO
 	global   string // more lines in the global options block
+	auth     string // how the client authenticates, lines of the block; "": client_secret {env.TN_CLIENT_SECRET}
 }
 
 func newUserSite(t *testing.T) *userSite {
@@ -85,6 +86,9 @@ func (s *userSite) connectURL() string  { return s.base + "/oauth2/connect" }
 func (s *userSite) caddyfile(o userOptions) string {
 	global := s.global(o.log, o.logLevel)
 	global.extra = o.global
+	if o.auth == "" {
+		o.auth = "\t\tclient_secret {env.TN_CLIENT_SECRET}\n"
+	}
 	return testCaddyfile(global, s.httpPort, fmt.Sprintf(`	log {
 		output file %s
 		format filter {
@@ -108,8 +112,7 @@ func (s *userSite) caddyfile(o userOptions) string {
 		token_url %s
 		auth_url %s
 		client_id {env.TN_CLIENT_ID}
-		client_secret {env.TN_CLIENT_SECRET}
-		scopes supply::leads
+%s		scopes supply::leads
 		grant authorization_code
 		user {http.auth.user.id}
 		redirect_uri %s
@@ -120,7 +123,7 @@ func (s *userSite) caddyfile(o userOptions) string {
 		carol %s
 	}
 %s`, s.logFile,
-		s.fake.URL, s.fake.TokenURL(), s.fake.AuthURL(), s.callbackURL(), o.extra,
+		s.fake.URL, s.fake.TokenURL(), s.fake.AuthURL(), o.auth, s.callbackURL(), o.extra,
 		s.hashes["alice"], s.hashes["bob"], s.hashes["carol"], o.site))
 }
 

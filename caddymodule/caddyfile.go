@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"errors"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -35,6 +37,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    token_url       <url>
 //	    client_id       <id>
 //	    client_secret   <secret>
+//	    client_auth     basic|post
+//	    private_key_jwt <key_file> [<alg> [<kid>]] {
+//	        algorithm <alg>
+//	        key_id    <kid>
+//	        audience  <url>
+//	        lifetime  <duration>
+//	    }
+//	    tls_client_auth <cert_file> <key_file>
+//	    trusted_ca      <pem_file>
+//	    token_params    <name> <value...>
+//	    issuer          <url>
 //	    scopes          <scope...>
 //	    grant           client_credentials|authorization_code
 //	    store           memory|file <dir>|caddy|redis [<host:port> [<db>]]
@@ -76,12 +89,18 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    cache_size            <MB>
 //	}
 //
-// client_id and client_secret are required; with authorization_code, user
-// and redirect_uri too. The db of store redis is a database number, 0 by
+// client_id is required, and client_secret unless private_key_jwt or
+// tls_client_auth authenticates the client instead; with
+// authorization_code, user and redirect_uri too. private_key_jwt's block
+// is optional, and its algorithm and key id may be given in it or after
+// the key file. client_auth, private_key_jwt, tls_client_auth,
+// token_params and issuer are for provider generic (tasknation takes
+// client_auth post only). The db of store redis is a database number, 0 by
 // default. store redis takes one server's address, or none with
 // redis_sentinel (a primary the sentinels name) or redis_cluster (some
 // nodes of a cluster). encryption_key's first key seals, the older keys
-// only open (a key rotation). Each subdirective may appear once.
+// only open (a key rotation). Each subdirective may appear once but
+// token_params, once per parameter or more (resource may repeat).
 //
 // The block is read into the nested JSON (the store, its redis and the
 // authorization_code objects); a subdirective of an object the block
@@ -91,13 +110,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // subdirective at fault, or of the directive when that is missing.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
-	b := block{h: h, directive: *d, at: map[string]caddyfile.Dispenser{}}
+	b := block{h: h, directive: *d, at: map[string]caddyfile.Dispenser{}, params: map[string]caddyfile.Dispenser{}}
 	if d.NextArg() {
 		return d.ArgErr()
 	}
 	for d.NextBlock(0) {
 		sub := d.Val()
-		if _, dup := b.at[sub]; dup {
+		if _, dup := b.at[sub]; dup && sub != "token_params" {
 			return d.Errf("oauth2_token: duplicate subdirective %q", sub)
 		}
 		b.at[sub] = *d
@@ -117,7 +136,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // Subdirectives by the object of the JSON config they set.
 var (
 	// clientSubdirectives set the handler's own fields and the store.
-	clientSubdirectives = []string{"provider", "token_url", "client_id", "client_secret", "scopes", "grant",
+	clientSubdirectives = []string{"provider", "token_url", "client_id", "client_secret", "client_auth",
+		"private_key_jwt", "tls_client_auth", "trusted_ca", "token_params", "issuer", "scopes", "grant",
 		"store", "encryption_key", "request_timeout", "max_replay_body", "refresh_window", "backoff"}
 	// redisSubdirectives set store.redis: store redis only.
 	redisSubdirectives = []string{"redis_password", "redis_username", "redis_tls", "redis_namespace",
@@ -141,7 +161,9 @@ type block struct {
 	h         *Handler
 	directive caddyfile.Dispenser            // at the directive's name
 	at        map[string]caddyfile.Dispenser // at each subdirective's name
+	params    map[string]caddyfile.Dispenser // at each token_params, by the parameter's name
 	grant     string
+	auth      ClientAuth
 	store     StoreConfig
 	redis     RedisConfig
 	sentinel  SentinelConfig
@@ -220,6 +242,32 @@ func (b *block) parse(d *caddyfile.Dispenser, sub string) error {
 		return one(&h.ClientID)
 	case "client_secret":
 		return one(&h.ClientSecret)
+	case "client_auth":
+		return one(&b.auth.Method)
+	case "private_key_jwt":
+		return b.parsePrivateKeyJWT(d)
+	case "tls_client_auth":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return d.Errf("oauth2_token: tls_client_auth: want the certificate and key files: tls_client_auth <cert_file> <key_file>")
+		}
+		b.auth.TLSClientAuth = &TLSClientAuth{CertFile: args[0], KeyFile: args[1]}
+	case "trusted_ca":
+		return one(&h.TrustedCA)
+	case "token_params":
+		args := d.RemainingArgs()
+		if len(args) < 2 {
+			return d.Errf("oauth2_token: token_params: want a name and its values: token_params <name> <value...>")
+		}
+		if h.TokenParams == nil {
+			h.TokenParams = map[string][]string{}
+		}
+		h.TokenParams[args[0]] = append(h.TokenParams[args[0]], args[1:]...)
+		if _, ok := b.params[args[0]]; !ok {
+			b.params[args[0]] = *d
+		}
+	case "issuer":
+		return one(&h.Issuer)
 	case "scopes":
 		if h.Scopes = d.RemainingArgs(); len(h.Scopes) == 0 {
 			return d.ArgErr()
@@ -389,6 +437,65 @@ func (b *block) parseStore(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// privateKeyJWTOptions are the subdirectives of private_key_jwt's block.
+var privateKeyJWTOptions = []string{"algorithm", "key_id", "audience", "lifetime"}
+
+// parsePrivateKeyJWT reads private_key_jwt <key_file> [<alg> [<kid>]]
+// and its optional block of privateKeyJWTOptions.
+func (b *block) parsePrivateKeyJWT(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 || len(args) > 3 {
+		return d.Errf("oauth2_token: private_key_jwt: want the key file, then optionally the algorithm and the key id: private_key_jwt <key_file> [<alg> [<kid>]]")
+	}
+	p := &PrivateKeyJWT{KeyFile: args[0]}
+	if len(args) > 1 {
+		p.Algorithm = args[1]
+	}
+	if len(args) > 2 {
+		p.KeyID = args[2]
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if !slices.Contains(privateKeyJWTOptions, opt) {
+			return d.Errf("oauth2_token: private_key_jwt: unrecognized option %q (want %s)%s", opt, strings.Join(privateKeyJWTOptions, ", "),
+				didYouMean(opt, privateKeyJWTOptions))
+		}
+		if seen[opt] {
+			return d.Errf("oauth2_token: private_key_jwt: duplicate option %q", opt)
+		}
+		seen[opt] = true
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		v := d.Val()
+		if d.NextArg() {
+			return d.Errf("oauth2_token: private_key_jwt: %s takes one argument", opt)
+		}
+		switch opt {
+		case "algorithm", "key_id":
+			dst, pos := &p.Algorithm, 2
+			if opt == "key_id" {
+				dst, pos = &p.KeyID, 3
+			}
+			if *dst != "" {
+				return d.Errf("oauth2_token: private_key_jwt: %s is given twice, as argument %d and in the block", opt, pos)
+			}
+			*dst = v
+		case "audience":
+			p.Audience = v
+		case "lifetime":
+			l, err := caddy.ParseDuration(v)
+			if err != nil || l <= 0 {
+				return d.Errf("oauth2_token: private_key_jwt: lifetime: %q is not a positive duration", v)
+			}
+			p.Lifetime = caddy.Duration(l)
+		}
+	}
+	b.auth.PrivateKeyJWT = p
+	return nil
+}
+
 // assemble puts the objects the block filled into the handler, and
 // refuses a subdirective of an object the block does not have.
 func (b *block) assemble() error {
@@ -420,6 +527,9 @@ func (b *block) assemble() error {
 	if b.store.Kind != "" || b.store.EncryptionKeys != nil {
 		b.h.Store = &b.store
 	}
+	if b.auth != (ClientAuth{}) {
+		b.h.ClientAuth = &b.auth
+	}
 	return nil
 }
 
@@ -441,6 +551,12 @@ func (b *block) first(subs []string) string {
 func (b *block) wrap(err error) error {
 	field := errorField(err)
 	d, ok := b.at[field]
+	var ce *middleware.ConfigError
+	if field == "token_params" && errors.As(err, &ce) {
+		if pd, found := b.params[ce.Value]; found {
+			d = pd // the line of the parameter at fault
+		}
+	}
 	if !ok {
 		d, ok = b.at[dependsOn[field]]
 	}

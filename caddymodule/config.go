@@ -208,6 +208,68 @@ type AuthorizationCode struct {
 	RefreshTokenWarning caddy.Duration `json:"refresh_token_warning,omitempty"`
 }
 
+// ClientAuth is how the client authenticates at the token and
+// revocation endpoints (the client_auth object): with its secret, in an
+// HTTP Basic header or in the form body, or instead of a secret with a
+// signed assertion (private_key_jwt) or a TLS client certificate
+// (tls_client_auth). The two without a secret are for provider generic
+// only, and exclude each other and method basic.
+type ClientAuth struct {
+	// Where client_id and client_secret go: "basic" (an HTTP Basic
+	// header, RFC 6749 §2.3.1) or "post" (the form body,
+	// client_secret_post). Provider tasknation takes post only.
+	// Default: the provider's (tasknation: post; generic: basic)
+	Method string `json:"method,omitempty"`
+
+	// Authenticates with a JWT signed with a private key (RFC 7523
+	// §2.2): no client_secret. Default: none
+	PrivateKeyJWT *PrivateKeyJWT `json:"private_key_jwt,omitempty"`
+
+	// Authenticates with a TLS client certificate (RFC 8705 §2): no
+	// client_secret. Default: none
+	TLSClientAuth *TLSClientAuth `json:"tls_client_auth,omitempty"`
+}
+
+// PrivateKeyJWT is private_key_jwt client authentication: each token
+// (and revocation) request carries a new JWT signed with the key of
+// key_file, with iss and sub the client ID and a fresh jti.
+type PrivateKeyJWT struct {
+	// The PEM file of the private key (PKCS #8, PKCS #1 or SEC 1; RSA of
+	// 2048 bits or more, ECDSA P-256/P-384/P-521 or Ed25519), read at
+	// load: replacing the file and reloading takes the new key. Never
+	// the key itself. Placeholders are resolved at load. Required.
+	KeyFile string `json:"key_file,omitempty"`
+
+	// The JWS algorithm: RS256, RS384, RS512, PS256, PS384, PS512, ES256,
+	// ES384, ES512 or EdDSA, one that fits the key. Default: RS256 for
+	// RSA keys, the curve's for ECDSA keys, EdDSA for Ed25519 keys
+	Algorithm string `json:"algorithm,omitempty"`
+
+	// The kid header, naming the key among those the client registered.
+	// Default: none
+	KeyID string `json:"key_id,omitempty"`
+
+	// The aud claim. Placeholders are resolved at load. Default: the
+	// token endpoint
+	Audience string `json:"audience,omitempty"`
+
+	// How long an assertion is valid, between 1s and 1h. Default: 1m
+	Lifetime caddy.Duration `json:"lifetime,omitempty"`
+}
+
+// TLSClientAuth is tls_client_auth client authentication: the token and
+// revocation requests present the certificate, and carry the client ID
+// in the form body.
+type TLSClientAuth struct {
+	// The PEM file of the client certificate, with its chain.
+	// Placeholders are resolved at load. Required.
+	CertFile string `json:"cert_file,omitempty"`
+
+	// The PEM file of the certificate's private key. Placeholders are
+	// resolved at load. Required.
+	KeyFile string `json:"key_file,omitempty"`
+}
+
 // Token stores (StoreConfig.Kind).
 const (
 	storeMemory = "memory"
@@ -223,6 +285,16 @@ var storeKinds = []string{storeMemory, storeFile, storeCaddy, storeRedis}
 var providers = map[string]middleware.Provider{
 	middleware.TaskNation.Name: middleware.TaskNation,
 	middleware.Generic.Name:    middleware.Generic,
+}
+
+// gateConfig is what config makes of a Handler: the middleware's
+// configuration, where the tokens are kept, and the SHA-256 of the
+// trusted_ca file, which the pool key takes in (a pool of certificates
+// cannot be read back).
+type gateConfig struct {
+	middleware.Config
+	store     storeSpec
+	trustedCA []byte
 }
 
 // storeSpec is where a Gate keeps its tokens.
@@ -242,7 +314,7 @@ func (s storeSpec) durable() bool { return s.kind != storeMemory }
 // runs through Validate so that `caddy adapt` reports a mistake at the
 // line of the subdirective at fault.
 func (h *Handler) Validate() error {
-	_, _, err := h.config(resolver{})
+	_, err := h.config(resolver{})
 	return err
 }
 
@@ -273,14 +345,20 @@ func (r resolver) resolve(field, v string) (string, error) {
 // value whose checks wait for the load.
 func (r resolver) pending(v string) bool { return r.repl == nil && hasPlaceholder(v) }
 
+// loading reports whether r resolves for the load (Provision), when the
+// files of the config are read; at adapt time they are not (the config
+// may be adapted on another machine), and stand-ins take their place.
+func (r resolver) loading() bool { return r.repl != nil }
+
 // config is the one place of the module's rules: it checks h and returns
 // the middleware configuration and where the tokens are kept, with
-// placeholders resolved by r (or, at adapt time, stand-ins for the URLs
-// that are still placeholders). The middleware's own checks
+// placeholders resolved by r, and the key, certificate and CA files read
+// (or, at adapt time, stand-ins for the URLs that are still placeholders
+// and for what the files hold). The middleware's own checks
 // (Config.Validate) run last, their errors worded as the module's.
-func (h *Handler) config(r resolver) (middleware.Config, storeSpec, error) {
-	var c middleware.Config
-	var spec storeSpec
+func (h *Handler) config(r resolver) (gateConfig, error) {
+	var g gateConfig
+	c := &g.Config
 	var err error
 	name := h.Provider
 	if name == "" {
@@ -288,7 +366,7 @@ func (h *Handler) config(r resolver) (middleware.Config, storeSpec, error) {
 	}
 	var ok bool
 	if c.Provider, ok = providers[name]; !ok {
-		return c, spec, refuse("provider", "provider: unknown provider %q (want tasknation or generic)%s", h.Provider,
+		return g, refuse("provider", "provider: unknown provider %q (want tasknation or generic)%s", h.Provider,
 			didYouMean(h.Provider, slices.Sorted(maps.Keys(providers))))
 	}
 	c.Grant = middleware.GrantClientCredentials
@@ -296,13 +374,13 @@ func (h *Handler) config(r resolver) (middleware.Config, storeSpec, error) {
 	if ac != nil {
 		c.Grant = middleware.GrantAuthorizationCode
 		if err := checkUser(ac.User); err != nil {
-			return c, spec, err
+			return g, err
 		}
 	} else {
 		ac = new(AuthorizationCode) // the zero values: none is used
 	}
-	if spec, err = h.Store.spec(c.Grant, r); err != nil {
-		return c, spec, err
+	if g.store, err = h.Store.spec(c.Grant, r); err != nil {
+		return g, err
 	}
 	for _, f := range []struct {
 		name string
@@ -318,9 +396,10 @@ func (h *Handler) config(r resolver) (middleware.Config, storeSpec, error) {
 		{"auth_url", &c.AuthURL, ac.AuthURL, "https://placeholder.invalid/auth"},
 		{"redirect_uri", &c.RedirectURI, ac.RedirectURI, "https://placeholder.invalid" + cmp.Or(ac.CallbackPath, middleware.DefaultCallbackPath)},
 		{"revocation_url", &c.RevocationURL, ac.RevocationURL, "https://placeholder.invalid/revoke"},
+		{"issuer", &c.Issuer, h.Issuer, "https://placeholder.invalid"},
 	} {
 		if *f.dst, err = r.resolve(f.name, f.v); err != nil {
-			return c, spec, err
+			return g, err
 		}
 		if f.standIn != "" && r.pending(f.v) {
 			*f.dst = f.standIn
@@ -348,10 +427,13 @@ func (h *Handler) config(r resolver) (middleware.Config, storeSpec, error) {
 	c.CacheSizeMB = ac.CacheSizeMB
 	c.GracePeriod = time.Duration(ac.GracePeriod)
 	c.RefreshTokenWarning = time.Duration(ac.RefreshTokenWarning)
-	if err := c.Validate(); err != nil {
-		return c, spec, settingError(err, c.Provider)
+	if g.trustedCA, err = h.clientAuth(c, r); err != nil {
+		return g, err
 	}
-	return c, spec, nil
+	if err := c.Validate(); err != nil {
+		return g, settingError(err, c.Provider)
+	}
+	return g, nil
 }
 
 // spec checks the store s (nil: the default) of a config of grant and

@@ -24,6 +24,7 @@ package caddymodule
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -49,6 +50,10 @@ func init() {
 // gates holds the token sources across config reloads: a reload with the
 // same effective client configuration keeps the tokens it has.
 var gates = caddy.NewUsagePool()
+
+// discoveries keeps the metadata of the issuers that configs name, across
+// config reloads: a reload asks an issuer again once an hour at most.
+var discoveries middleware.DiscoveryCache
 
 // Handler injects OAuth 2.0 access tokens into requests, and replaces any
 // Authorization header the client sent with "Bearer <token>". When no
@@ -93,8 +98,34 @@ type Handler struct {
 	// so that the secret stays out of the config. Required.
 	ClientSecret string `json:"client_secret,omitempty"`
 
-	// How the client authenticates at the token endpoint comes here
-	// beside the secret, with the options of a token request.
+	// How the client authenticates at the token and revocation
+	// endpoints: where the secret goes, or a signed assertion or a TLS
+	// client certificate instead of it. Default: the provider's (the
+	// secret in the form body for tasknation, in an HTTP Basic header
+	// for generic)
+	ClientAuth *ClientAuth `json:"client_auth,omitempty"`
+
+	// Parameters sent with every token request (client_credentials, code
+	// exchange, refresh), by name: audience, resource (RFC 8707; may have
+	// several values), or what the server asks for. A parameter of the
+	// protocol (grant_type, client_id, scope, ...) is refused. Provider
+	// generic only. Placeholders in values are resolved at load.
+	// Default: none
+	TokenParams map[string][]string `json:"token_params,omitempty"`
+
+	// The authorization server's issuer identifier: at load, the
+	// endpoints not given (token_url, and with authorization_code
+	// auth_url and revocation_url) are read from its metadata (RFC 8414,
+	// or else OpenID Connect discovery), within request_timeout; the
+	// document is kept for an hour, across reloads. Provider generic
+	// only. Placeholders are resolved at load. Default: none
+	Issuer string `json:"issuer,omitempty"`
+
+	// A PEM file of the CA certificates that verify the authorization
+	// server's endpoints (token, revocation, discovery) instead of the
+	// system's roots: a private CA. Placeholders are resolved at load.
+	// Default: the system's roots
+	TrustedCA string `json:"trusted_ca,omitempty"`
 
 	// Scopes requested with every token. With the tasknation provider each
 	// must be in TaskNation's catalog. With authorization_code
@@ -149,16 +180,22 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves placeholders and takes the token source for this
-// configuration from the pool, creating it (and opening its store) on
-// first use. It makes no network request: the first token is fetched by
-// the first request that needs it.
+// Provision resolves placeholders, reads the key, certificate and CA
+// files, and takes the token source for this configuration from the
+// pool, creating it (and opening its store) on first use. Its one
+// network request is the discovery of issuer, when the config has one
+// and the document is not cached: the first token is fetched by the
+// first request that needs it.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	cfg, spec, err := h.config(resolver{caddy.NewReplacer()})
+	g, err := h.config(resolver{caddy.NewReplacer()})
 	if err != nil {
 		return err
 	}
+	if err := g.Discover(ctx, &discoveries); err != nil {
+		return settingError(err, g.Provider)
+	}
+	cfg, spec := g.Config, g.store
 	cfg.Logger = h.logger
 	cfg.Observer = registerMetrics(ctx)
 	var sink *eventSink
@@ -180,7 +217,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("oauth2_token: store: caddy: the config has no storage")
 		}
 	}
-	h.poolKey = poolKey(cfg, spec, storage)
+	h.poolKey = poolKey(g, storage)
 	v, loaded, err := gates.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
 		st, err := openStore(spec, storage, h.logger)
 		if err != nil {
@@ -389,20 +426,42 @@ func clientControlled(v string) string {
 }
 
 // poolKey identifies a token source: every field that changes what the
-// Gate does (endpoints, client, secret, scopes, tuning, grant, connect
-// endpoints, where tokens are kept, with the Redis server (or sentinels,
-// or cluster nodes), database, credentials, TLS, namespace and the wait
-// for replicas) takes part; the same values share one. Secrets (the
-// client secret, the encryption key, the Redis passwords) enter only
-// hashed.
-func poolKey(c middleware.Config, spec storeSpec, storage certmagic.Storage) string {
+// Gate does (endpoints, client, secret, how the client authenticates,
+// scopes, token parameters, tuning, grant, connect endpoints, where
+// tokens are kept, with the Redis server (or sentinels, or cluster
+// nodes), database, credentials, TLS, namespace and the wait for
+// replicas) takes part; the same values share one. Secrets (the client
+// secret, the encryption key, the Redis passwords) enter only hashed;
+// the key of private_key_jwt by its public key, the client certificate
+// by itself and trusted_ca by its file's SHA-256, so that a key,
+// certificate or CA replaced in its file takes effect on reload.
+func poolKey(g gateConfig, storage certmagic.Storage) string {
+	c, spec := g.Config, g.store
 	var where string
 	if storage != nil {
 		where = storageIdentity(storage)
 	}
+	var jwtKey, jwtAlg, jwtKeyID, jwtAudience, jwtLifetime string
+	if p := c.PrivateKeyJWT; p != nil {
+		// The module's keys come from ParsePrivateKey: RSA, ECDSA or
+		// Ed25519, which always marshal.
+		der, _ := x509.MarshalPKIXPublicKey(p.Key.Public())
+		jwtKey = string(der)
+		jwtAlg, jwtKeyID, jwtAudience, jwtLifetime = p.Algorithm, p.KeyID, p.Audience, p.Lifetime.String()
+	}
+	var cert string
+	if cc := c.ClientCertificate; cc != nil && len(cc.Certificate) > 0 {
+		cert = string(bytes.Join(cc.Certificate, nil))
+	}
+	var params string
+	if len(c.TokenParams) > 0 {
+		params = c.TokenParams.Encode() // sorted by name
+	}
 	h := sha256.New()
 	for _, v := range []string{
 		c.Provider.Name, c.TokenURL, c.ClientID, c.ClientSecret, strings.Join(c.Scopes, " "),
+		strconv.Itoa(int(c.AuthStyle)), jwtKey, jwtAlg, jwtKeyID, jwtAudience, jwtLifetime, cert, string(g.trustedCA),
+		params, c.Issuer,
 		c.RequestTimeout.String(), strconv.FormatFloat(c.RefreshWindow, 'g', -1, 64),
 		c.MinBackoff.String(), c.MaxBackoff.String(), strconv.FormatInt(c.MaxReplayBody, 10),
 		c.Grant, c.AuthURL, c.RedirectURI, c.ConnectPath, c.CallbackPath, c.DisconnectPath,

@@ -439,6 +439,16 @@ func TestProvision_UserErrors(t *testing.T) {
 	}
 }
 
+// poolKeyOf is the pool key of h's config at load.
+func poolKeyOf(t *testing.T, h *Handler) string {
+	t.Helper()
+	g, err := h.config(resolver{caddy.NewReplacer()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return poolKey(g, nil)
+}
+
 // Every field that changes what a Gate does changes its pool key; the
 // secrets are not in it.
 func TestPoolKey(t *testing.T) {
@@ -446,14 +456,7 @@ func TestPoolKey(t *testing.T) {
 	defer srv.Close()
 	base := userHandler(t, srv)
 	base.AuthorizationCode.RedirectURI = "http://127.0.0.1:9/gw/oauth2/callback" // callback_path: its default, the whole path
-	key := func(h *Handler) string {
-		t.Helper()
-		cfg, spec, err := h.config(resolver{caddy.NewReplacer()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return poolKey(cfg, spec, nil)
-	}
+	key := func(h *Handler) string { return poolKeyOf(t, h) }
 	k0 := key(base)
 	if key(userHandler(t, srv)) == k0 {
 		// userHandler picks a new temp dir: the store differs.

@@ -377,13 +377,13 @@ func TestWarn_Redis(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := redisHandler(t, srv, "127.0.0.1:6379")
 			tt.change(h)
-			_, spec, err := h.config(resolver{caddy.NewReplacer()})
+			g, err := h.config(resolver{caddy.NewReplacer()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			core, logs := zapobserver.New(zapcore.WarnLevel)
 			h.logger = zap.New(core)
-			h.warn(spec)
+			h.warn(g.store)
 			var got []string
 			for _, e := range logs.All() {
 				if strings.HasPrefix(e.Message, literal) {
@@ -418,14 +418,7 @@ func TestPoolKey_Redis(t *testing.T) {
 	base := redisHandler(t, srv, "127.0.0.1:6379")
 	t.Setenv("TG_TEST_REDIS_PASSWORD2", redisPassword+"2")
 	t.Setenv("TG_TEST_KEY2", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("K", 32))))
-	key := func(h *Handler) string {
-		t.Helper()
-		cfg, spec, err := h.config(resolver{caddy.NewReplacer()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return poolKey(cfg, spec, nil)
-	}
+	key := func(h *Handler) string { return poolKeyOf(t, h) }
 	k0 := key(base)
 	if strings.Contains(k0, redisPassword) {
 		t.Fatal("the pool key holds the Redis password")
