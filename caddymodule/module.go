@@ -192,11 +192,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	g.Logger = h.logger // discovery warns through it
 	if err := g.Discover(ctx, &discoveries); err != nil {
 		return settingError(err, g.Provider)
 	}
 	cfg, spec := g.Config, g.store
-	cfg.Logger = h.logger
 	cfg.Observer = registerMetrics(ctx)
 	var sink *eventSink
 	if cfg.Grant == middleware.GrantAuthorizationCode {

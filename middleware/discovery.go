@@ -9,9 +9,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
 )
 
 // maxMetadata caps what is read of a metadata document.
@@ -286,5 +290,39 @@ func (c *Config) Discover(ctx context.Context, cache *DiscoveryCache) error {
 			c.RevocationURL = m.RevocationURL
 		}
 	}
+	if method := c.clientAuthMethod(); !slices.Contains(m.authMethods(), method) && c.Logger != nil {
+		// Metadata is often incomplete: a warning, not an error. The
+		// token endpoint's answer is what counts.
+		c.Logger.Warn("the authorization server's metadata does not list the configured client authentication method",
+			zap.String("issuer", c.Issuer), zap.String("method", method), zap.Strings("supported", m.authMethods()))
+	}
 	return nil
+}
+
+// authMethods are the token endpoint's client authentication methods:
+// those listed, or RFC 8414's default when none are.
+func (m *Metadata) authMethods() []string {
+	if len(m.TokenEndpointAuthMethods) == 0 {
+		return []string{"client_secret_basic"}
+	}
+	return m.TokenEndpointAuthMethods
+}
+
+// clientAuthMethod is the RFC 8414 name of the client authentication
+// method c uses at the token endpoint.
+func (c *Config) clientAuthMethod() string {
+	switch {
+	case c.PrivateKeyJWT != nil:
+		return "private_key_jwt"
+	case c.ClientCertificate != nil:
+		return "tls_client_auth"
+	}
+	style := c.AuthStyle
+	if style == oauth2.AuthStyleAutoDetect {
+		style = c.Provider.AuthStyle
+	}
+	if style == oauth2.AuthStyleInParams {
+		return "client_secret_post"
+	}
+	return "client_secret_basic"
 }

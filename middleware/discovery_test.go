@@ -11,6 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/oauth2"
+
 	"github.com/tasknation/tokengate/middleware"
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
@@ -239,5 +244,54 @@ func TestDiscoveryCache(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	if _, err := cache.Discover(context.Background(), hs.URL, nil); err != nil || n.Load() != 4 {
 		t.Fatalf("after the TTL: %v, %d requests, want 4", err, n.Load())
+	}
+}
+
+// A configured client authentication method the metadata does not list
+// (RFC 8414's default, client_secret_basic, when it lists none) is a
+// warning at discovery, naming the method and what the server lists; the
+// discovery itself succeeds (metadata is often incomplete).
+func TestDiscover_WarnsOnUnlistedAuthMethod(t *testing.T) {
+	for _, c := range []struct {
+		name, methods string // methods: the JSON list, "" to leave it out
+		style         oauth2.AuthStyle
+		warn          string // the method warned about, "" for none
+	}{
+		{"post, server lists only private_key_jwt", `["private_key_jwt"]`, oauth2.AuthStyleInParams, "client_secret_post"},
+		{"post, server lists none", "", oauth2.AuthStyleInParams, "client_secret_post"},
+		{"basic (the generic default), server lists none", "", oauth2.AuthStyleAutoDetect, ""},
+		{"post, server lists it", `["client_secret_basic","client_secret_post"]`, oauth2.AuthStyleInParams, ""},
+		{"basic, server lists only post", `["client_secret_post"]`, oauth2.AuthStyleInHeader, "client_secret_basic"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			hs, _ := metadataServer(t, map[string]http.HandlerFunc{
+				"/.well-known/oauth-authorization-server": jsonDoc(func(base string) string {
+					doc := `{"issuer":"` + base + `","token_endpoint":"` + base + `/token"`
+					if c.methods != "" {
+						doc += `,"token_endpoint_auth_methods_supported":` + c.methods
+					}
+					return doc + "}"
+				}),
+			})
+			core, logs := observer.New(zapcore.DebugLevel)
+			cfg := middleware.Config{Provider: middleware.Generic, Issuer: hs.URL, AuthStyle: c.style, Logger: zap.New(core)}
+			if err := cfg.Discover(context.Background(), nil); err != nil {
+				t.Fatal(err)
+			}
+			if cfg.TokenURL != hs.URL+"/token" {
+				t.Fatalf("token endpoint %q", cfg.TokenURL)
+			}
+			warned := logs.FilterMessageSnippet("does not list the configured client authentication method").All()
+			switch {
+			case c.warn == "" && len(warned) > 0:
+				t.Fatalf("warned about %v", warned[0].ContextMap())
+			case c.warn != "" && len(warned) != 1:
+				t.Fatalf("%d warnings, want 1 about %s", len(warned), c.warn)
+			case c.warn != "":
+				if got := warned[0].ContextMap()["method"]; got != c.warn {
+					t.Fatalf("warned about method %v, want %s", got, c.warn)
+				}
+			}
+		})
 	}
 }
