@@ -64,34 +64,6 @@ var fleetBackends = []struct {
 	{"cluster", func(t *testing.T) fleetRedis { return clusterRedis(redistest.StartCluster(t)) }},
 }
 
-// redisKeys lists the keys matching pattern, on every primary of a
-// cluster.
-func redisKeys(t *testing.T, c redis.UniversalClient, pattern string) []string {
-	t.Helper()
-	ctx := context.Background()
-	cc, ok := c.(*redis.ClusterClient)
-	if !ok {
-		keys, err := c.Keys(ctx, pattern).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return keys
-	}
-	var mu sync.Mutex
-	var keys []string
-	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-		k, err := n.Keys(ctx, pattern).Result()
-		mu.Lock()
-		defer mu.Unlock()
-		keys = append(keys, k...)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keys
-}
-
 // fleetGateway is one gateway of a fleet: its own Gate, HTTP server and
 // Redis client; the gateways share nothing but Redis (and the fake).
 type fleetGateway struct {
@@ -351,7 +323,7 @@ func fencedAfterLeaseLost(t *testing.T, rs fleetRedis) {
 	done := make(chan answer, 2)
 	go func() { done <- alice.get(a.url + "/api/v1/businesses/me") }()
 	eventually(t, "a's refresh at the endpoint", func() bool { return srv.TokenRequests(tasknationtest.GrantRefreshToken) == 1 })
-	keys := redisKeys(t, raw, "fleet:*:lock")
+	keys := redistest.Keys(t, raw, "fleet:*:lock")
 	if len(keys) != 1 {
 		t.Fatalf("lease keys = %v; want a's one lease", keys)
 	}

@@ -94,7 +94,7 @@ func testHA(t *testing.T, ha haSetup) {
 		storetest.Contract(t, func(t *testing.T, now func() time.Time) (tokenstore.Store, func() int) {
 			ns := nextNS()
 			s := newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: now})
-			return s, func() int { return len(redisScan(t, rc, ns+":*:tok")) }
+			return s, func() int { return len(redistest.Keys(t, rc, ns+":*:tok")) }
 		})
 	})
 

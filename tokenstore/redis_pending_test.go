@@ -80,7 +80,7 @@ func TestRedisStore_PendingLayout(t *testing.T) {
 	if err := sealed.PutPending(ctx, subject, id, []byte(record), time.Minute, 5); err != nil {
 		t.Fatal(err)
 	}
-	keys := redisScan(t, rc, ns+":*")
+	keys := redistest.Keys(t, rc, ns+":*")
 	if len(keys) != 3 {
 		t.Fatalf("keys %v, want the token set, the pending set and one record", keys)
 	}
@@ -111,7 +111,7 @@ func TestRedisStore_PendingLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	var moved string
-	for _, k := range redisScan(t, rc, ns+":*:pend:*") {
+	for _, k := range redistest.Keys(t, rc, ns+":*:pend:*") {
 		moved = rc.Get(ctx, k).Val()
 	}
 	if err := s.PutPending(ctx, "user:mallory", id, []byte(moved)[8:], time.Minute, 5); err != nil {

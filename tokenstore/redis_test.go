@@ -59,48 +59,12 @@ func redisName(ns, kind, key string) string {
 	return ns + ":{" + hex.EncodeToString(sum[:]) + "}:" + kind
 }
 
-// redisScan lists the keys matching pattern; on a cluster, those of every
-// primary.
-func redisScan(t testing.TB, c redis.UniversalClient, pattern string) []string {
-	t.Helper()
-	ctx := context.Background()
-	scan := func(c redis.Cmdable) ([]string, error) {
-		var keys []string
-		iter := c.Scan(ctx, 0, pattern, 100).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		return keys, iter.Err()
-	}
-	cc, ok := c.(*redis.ClusterClient)
-	if !ok {
-		keys, err := scan(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return keys
-	}
-	var mu sync.Mutex
-	var keys []string
-	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-		k, err := scan(n)
-		mu.Lock()
-		defer mu.Unlock()
-		keys = append(keys, k...)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keys
-}
-
 // redisDump is every key name, hash field and value in the database.
 func redisDump(t testing.TB, c redis.UniversalClient) []byte {
 	t.Helper()
 	ctx := context.Background()
 	var all []byte
-	for _, k := range redisScan(t, c, "*") {
+	for _, k := range redistest.Keys(t, c, "*") {
 		all = append(all, k...)
 		switch typ := c.Type(ctx, k).Val(); typ {
 		case "hash":
@@ -138,7 +102,7 @@ func TestRedisStore_Contract(t *testing.T) {
 				rc := clients[n.Add(1)%int64(len(clients))]
 				return newRedisStore(t, rc, tokenstore.RedisOptions{Namespace: ns, Now: now})
 			}, func() int {
-				return len(redisScan(t, clients[0], ns+":*:tok"))
+				return len(redistest.Keys(t, clients[0], ns+":*:tok"))
 			}
 	}
 	storetest.Run(t, open, casOptions)
@@ -207,7 +171,7 @@ func TestRedisStore_NamesHideKeys(t *testing.T) {
 				want[redisName(tt.wantNS, "lock", k)] = true
 			}
 			shape := regexp.MustCompile(`^` + regexp.QuoteMeta(tt.wantNS) + `:\{[0-9a-f]{64}\}:(tok|lock)$`)
-			got := redisScan(t, rc, "*")
+			got := redistest.Keys(t, rc, "*")
 			for _, name := range got {
 				if !shape.MatchString(name) || !want[name] {
 					t.Errorf("unexpected key %q", name)
@@ -225,7 +189,7 @@ func TestRedisStore_NamesHideKeys(t *testing.T) {
 			for _, unlock := range unlocks {
 				unlock()
 			}
-			if left := redisScan(t, rc, "*:lock"); len(left) != 0 {
+			if left := redistest.Keys(t, rc, "*:lock"); len(left) != 0 {
 				t.Errorf("leases left after unlock: %v", left)
 			}
 		})
