@@ -56,12 +56,7 @@ type entry struct {
 }
 
 func newAppSource(g *Gate, store tokenstore.Store) *appSource {
-	a := &appSource{g: g, store: store, k: appKey(g.cfg)}
-	switch g.clock.(type) {
-	case SystemClock, *SystemClock:
-		a.coarse = startCoarseClock(time.Now, coarseTick)
-	}
-	return a
+	return &appSource{g: g, store: store, k: appKey(g.cfg), coarse: coarseClockFor(g.clock)}
 }
 
 // appKey identifies the application token of a client: same endpoint,
@@ -264,8 +259,6 @@ func (a *appSource) close() error {
 	if e := a.cur.Load(); e != nil {
 		e.stop()
 	}
-	if a.coarse != nil {
-		a.coarse.close()
-	}
+	a.coarse.close()
 	return nil
 }

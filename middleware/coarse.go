@@ -54,8 +54,23 @@ func startCoarseClock(now func() time.Time, tick time.Duration) *coarseClock {
 
 func (c *coarseClock) now() int64 { return c.ns.Load() }
 
-// close stops the clock and returns once it no longer moves.
+// close stops the clock and returns once it no longer moves. A nil
+// clock (see coarseClockFor) has nothing to stop.
 func (c *coarseClock) close() {
+	if c == nil {
+		return
+	}
 	c.once.Do(func() { close(c.stop) })
 	<-c.done
+}
+
+// coarseClockFor is a coarse clock on the wall clock when clock is the
+// real one, and nil for any other (a test's clock, which a hot path reads
+// as it is, or whose timers it follows).
+func coarseClockFor(clock Clock) *coarseClock {
+	switch clock.(type) {
+	case SystemClock, *SystemClock:
+		return startCoarseClock(time.Now, coarseTick)
+	}
+	return nil
 }

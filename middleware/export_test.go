@@ -61,9 +61,7 @@ func EvictCacheForTest(g *Gate, subject string) error {
 // read is that clock. Call it before the first request.
 func UseAppCoarseClock(g *Gate, now func() time.Time, tick time.Duration) (read func() time.Time) {
 	a := g.src.(*appSource)
-	if a.coarse != nil {
-		a.coarse.close()
-	}
+	a.coarse.close()
 	a.coarse = startCoarseClock(now, tick)
 	return func() time.Time { return time.Unix(0, a.coarse.now()) }
 }

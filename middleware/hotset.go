@@ -3,7 +3,6 @@ package middleware
 import (
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // hotSet holds, for the subjects served most recently, their token ready
@@ -44,10 +43,7 @@ type hotEntry struct {
 
 func newHotSet(u *userSource, max int) *hotSet {
 	s := &hotSet{u: u, byKey: make(map[string]*hotEntry), max: max}
-	switch u.g.clock.(type) {
-	case SystemClock, *SystemClock:
-		s.coarse = startCoarseClock(time.Now, coarseTick)
-	}
+	s.coarse = coarseClockFor(u.g.clock)
 	return s
 }
 
@@ -134,9 +130,7 @@ func (s *hotSet) removeLocked(e *hotEntry) {
 }
 
 func (s *hotSet) close() {
-	if s.coarse != nil {
-		s.coarse.close()
-	}
+	s.coarse.close()
 }
 
 func (s *hotSet) len() int {
