@@ -17,11 +17,13 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("oauth2_token", parseCaddyfile)
-	// Right after the authentication directives (which set what a user
-	// grant reads), so before handle, route and reverse_proxy: no `order`
-	// line is needed, and a site-level oauth2_token also covers the
-	// reverse_proxy inside a `handle` block.
-	httpcaddyfile.RegisterDirectiveOrder("oauth2_token", httpcaddyfile.After, "forward_auth")
+	// Right after the authentication directives and request_header (which
+	// set what a user grant reads), so before encode, handle, route and
+	// reverse_proxy: no `order` line is needed, a site-level oauth2_token
+	// also covers the reverse_proxy inside a `handle` block, a
+	// request_header that sets the subject's header runs first, and one
+	// that deletes Authorization (the client's) cannot delete the token.
+	httpcaddyfile.RegisterDirectiveOrder("oauth2_token", httpcaddyfile.After, "request_header")
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
