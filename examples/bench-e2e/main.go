@@ -8,7 +8,7 @@
 //	    every request (application context);
 //	(b) reverse_proxy with a static `header_up Authorization "Bearer ..."`:
 //	    the baseline;
-//	(c) a route of request_header, oauth2_token (authorization_code) and
+//	(c) request_header, oauth2_token (authorization_code) and
 //	    reverse_proxy (user context): request_header copies the load
 //	    generator's X-Bench-User into X-Tokengate-Subject, standing for the
 //	    login in front (forward_auth, basic_auth) that sets a trusted
@@ -532,26 +532,24 @@ http://:%[6]s {
 # login in front of the module (forward_auth or basic_auth) that sets a
 # trusted subject header: here it copies the load generator's %[11]s,
 # which names one of the connected subjects, into %[12]s, which the module
-# reads. A route runs its directives in the order written, so the header is
-# set before oauth2_token reads it.
+# reads. oauth2_token orders itself after request_header, so no route is
+# needed (a route compiles its handler chain on every request).
 http://:%[8]s {
 	bind 127.0.0.1
-	route {
-		request_header %[12]s {http.request.header.%[11]s}
-		oauth2_token {
-			grant authorization_code
-			token_url %[2]s
-			auth_url %[9]s
-			client_id %[5]s
-			client_secret {env.TASKNATION_CLIENT_SECRET}
-			user {http.request.header.%[12]s}
-			redirect_uri http://127.0.0.1:%[8]s/oauth2/callback
-			store memory
-			scopes %[10]s
-		}
-		reverse_proxy %[3]s {
-			header_up Host {upstream_hostport}
-		}
+	request_header %[12]s {http.request.header.%[11]s}
+	oauth2_token {
+		grant authorization_code
+		token_url %[2]s
+		auth_url %[9]s
+		client_id %[5]s
+		client_secret {env.TASKNATION_CLIENT_SECRET}
+		user {http.request.header.%[12]s}
+		redirect_uri http://127.0.0.1:%[8]s/oauth2/callback
+		store memory
+		scopes %[10]s
+	}
+	reverse_proxy %[3]s {
+		header_up Host {upstream_hostport}
 	}
 }
 
@@ -559,12 +557,10 @@ http://:%[8]s {
 # so that c/d is what the module costs in the user context.
 http://:%[13]s {
 	bind 127.0.0.1
-	route {
-		request_header %[12]s {http.request.header.%[11]s}
-		reverse_proxy %[3]s {
-			header_up Host {upstream_hostport}
-			header_up Authorization "Bearer %[7]s"
-		}
+	request_header %[12]s {http.request.header.%[11]s}
+	reverse_proxy %[3]s {
+		header_up Host {upstream_hostport}
+		header_up Authorization "Bearer %[7]s"
 	}
 }
 `, filepath.Join(dir, "storage"), tokenURL, upstream, portA, tasknationtest.DefaultClientID, portB, staticToken,
