@@ -128,20 +128,25 @@ type readCloser struct {
 // when no replay can be made.
 type holdWriter struct {
 	w http.ResponseWriter
-	// savedKeys and savedVals are w's header before next ran: the keys
-	// and their value slices (not copies: a handler that adds a value
-	// appends past the saved length, which restoring cuts off again).
-	// Pooled with the writer, so that saving costs no allocation; not
-	// cleared on put (the next reset overwrites them, and the pool lets go
-	// of idle writers within two collections).
-	savedKeys []string
-	savedVals [][]string
-	canHold   bool
-	kept      *keptBody // the request's body, when it must have passed whole to be replayed
-	wrote     bool
-	held      bool   // a refusing 401 is held back
-	rejected  bool   // a refusing 401 went out (not replayable, or too big to hold)
-	body      []byte // the held answer's body
+	// saved is w's header before next ran: the keys and their value
+	// slices (not copies: a handler that adds a value appends past the
+	// saved length, which restoring cuts off again). Pooled with the
+	// writer, so that saving costs no allocation; not cleared on put (the
+	// next reset overwrites it, and the pool lets go of idle writers
+	// within two collections).
+	saved    []savedField
+	canHold  bool
+	kept     *keptBody // the request's body, when it must have passed whole to be replayed
+	wrote    bool
+	held     bool   // a refusing 401 is held back
+	rejected bool   // a refusing 401 went out (not replayable, or too big to hold)
+	body     []byte // the held answer's body
+}
+
+// savedField is one header field of a writer before next ran.
+type savedField struct {
+	key  string
+	vals []string
 }
 
 // maxHeldBody is the most of a held 401's body kept for release; a longer
@@ -153,7 +158,7 @@ var holdPool = sync.Pool{New: func() any { return new(holdWriter) }}
 func (h *holdWriter) reset(w http.ResponseWriter, canHold bool, kept *keptBody) {
 	h.w, h.canHold, h.kept = w, canHold, kept
 	h.wrote, h.held, h.rejected = false, false, false
-	h.body, h.savedKeys, h.savedVals = h.body[:0], h.savedKeys[:0], h.savedVals[:0]
+	h.body, h.saved = h.body[:0], h.saved[:0]
 	if canHold {
 		h.save(w.Header())
 	}
@@ -174,18 +179,16 @@ func (h *holdWriter) save(hdr http.Header) {
 	if n <= len(serverHeaders) {
 		for _, k := range serverHeaders {
 			if v, ok := hdr[k]; ok {
-				h.savedKeys = append(h.savedKeys, k)
-				h.savedVals = append(h.savedVals, v)
+				h.saved = append(h.saved, savedField{k, v})
+				if len(h.saved) == n {
+					return
+				}
 			}
 		}
-		if len(h.savedKeys) == n {
-			return
-		}
-		h.savedKeys, h.savedVals = h.savedKeys[:0], h.savedVals[:0]
+		h.saved = h.saved[:0]
 	}
 	for k, v := range hdr {
-		h.savedKeys = append(h.savedKeys, k)
-		h.savedVals = append(h.savedVals, v)
+		h.saved = append(h.saved, savedField{k, v})
 	}
 }
 
@@ -271,8 +274,8 @@ func (h *holdWriter) restoreHeader() {
 	for k := range hdr {
 		delete(hdr, k)
 	}
-	for i, k := range h.savedKeys {
-		hdr[k] = h.savedVals[i]
+	for _, f := range h.saved {
+		hdr[f.key] = f.vals
 	}
 }
 
