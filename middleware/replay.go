@@ -141,6 +141,11 @@ type holdWriter struct {
 	held     bool   // a refusing 401 is held back
 	rejected bool   // a refusing 401 went out (not replayable, or too big to hold)
 	body     []byte // the held answer's body
+	// pad makes a writer 128 bytes, a size class of its own whose
+	// objects start on a cache-line boundary: at 88 bytes, two pooled
+	// writers serving on two cores shared a line, and every request
+	// pulled it from the other core (Wrap_Parallel 31.1 -> 24.4 ns).
+	_ [40]byte
 }
 
 // savedField is one header field of a writer before next ran.
