@@ -1,10 +1,11 @@
 package caddyfile_test
 
 import (
-	"encoding/json"
 	"net/http"
 	"slices"
 	"testing"
+
+	"github.com/tasknation/tokengate/internal/testkit"
 )
 
 // TestDirectiveOrder: written in reverse, the directives run as the
@@ -33,30 +34,14 @@ func TestDirectiveOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc struct {
-		Apps struct {
-			HTTP struct {
-				Servers map[string]struct {
-					Routes []struct {
-						Handle []struct {
-							Handler string `json:"handler"`
-						} `json:"handle"`
-					} `json:"routes"`
-				} `json:"servers"`
-			} `json:"http"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(out, &doc); err != nil {
+	servers, err := testkit.Servers(out)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, srv := range doc.Apps.HTTP.Servers {
-		for _, r := range srv.Routes {
-			for _, h := range r.Handle {
-				got = append(got, h.Handler)
-			}
-		}
+	if len(servers) != 1 {
+		t.Fatalf("%d servers, want 1\n%s", len(servers), out)
 	}
+	got := servers[0].Handlers
 	want := []string{"authentication", "headers", "oauth2_token", "encode", "subroute", "reverse_proxy"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("handlers in the order they run = %q, want %q\n%s", got, want, out)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"slices"
 	"testing"
 
@@ -10,6 +9,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/tasknation/tokengate/caddymodule"
+	"github.com/tasknation/tokengate/internal/testkit"
 )
 
 // TestCaddyfileSites: the four sites adapt, and each runs the handlers it
@@ -22,21 +22,8 @@ func TestCaddyfileSites(t *testing.T) {
 	if err != nil {
 		t.Fatalf("adapting: %v\n%s", err, cfg)
 	}
-	var doc struct {
-		Apps struct {
-			HTTP struct {
-				Servers map[string]struct {
-					Listen []string `json:"listen"`
-					Routes []struct {
-						Handle []struct {
-							Handler string `json:"handler"`
-						} `json:"handle"`
-					} `json:"routes"`
-				} `json:"servers"`
-			} `json:"http"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(out, &doc); err != nil {
+	servers, err := testkit.Servers(out)
+	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string][]string{
@@ -45,27 +32,19 @@ func TestCaddyfileSites(t *testing.T) {
 		"127.0.0.1:10003": {"headers", "oauth2_token", "reverse_proxy"},
 		"127.0.0.1:10004": {"headers", "reverse_proxy"},
 	}
-	seen := 0
-	for _, srv := range doc.Apps.HTTP.Servers {
+	for _, srv := range servers {
 		if len(srv.Listen) != 1 {
 			t.Fatalf("a server listens on %q, want one port", srv.Listen)
-		}
-		var got []string
-		for _, r := range srv.Routes {
-			for _, h := range r.Handle {
-				got = append(got, h.Handler)
-			}
 		}
 		w, ok := want[srv.Listen[0]]
 		if !ok {
 			t.Fatalf("unexpected server on %q", srv.Listen[0])
 		}
-		if !slices.Equal(got, w) {
-			t.Errorf("%s runs %q, want %q", srv.Listen[0], got, w)
+		if !slices.Equal(srv.Handlers, w) {
+			t.Errorf("%s runs %q, want %q", srv.Listen[0], srv.Handlers, w)
 		}
-		seen++
 	}
-	if seen != len(want) {
-		t.Errorf("%d servers, want %d", seen, len(want))
+	if len(servers) != len(want) {
+		t.Errorf("%d servers, want %d", len(servers), len(want))
 	}
 }
