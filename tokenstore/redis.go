@@ -81,6 +81,29 @@ end
 return {1, replicas}
 `)
 
+// redisDelete deletes the set in KEYS[1] for Delete when replicas are to
+// be waited for. It then writes KEYS[2], a marker in the same hash slot
+// that lives ARGV[1] ms, so that the connection has written something
+// even when the set was gone already (deleted by an earlier Delete that
+// no replica acknowledged): a WAIT after it then covers everything the
+// primary wrote before, that delete included. With ARGV[2] '1' it counts
+// the connected replicas first and, with none, only deletes: a standalone
+// Redis has no one to wait for. It returns the count (-1 uncounted).
+var redisDelete = redis.NewScript(`
+local replicas = -1
+if ARGV[2] == '1' then
+  replicas = tonumber(string.match(redis.call('INFO', 'replication'), 'connected_slaves:(%d+)')) or 0
+end
+redis.call('DEL', KEYS[1])
+if replicas ~= 0 then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+end
+return replicas
+`)
+
+// redisDeleteMark is how long Delete's marker (see redisDelete) lives.
+const redisDeleteMark = time.Minute
+
 // redisDeleteIfSame deletes the set in KEYS[1] if its record is still
 // ARGV[1]: Get drops a dead set without losing one written since it read.
 var redisDeleteIfSame = redis.NewScript(`
@@ -134,7 +157,7 @@ type RedisOptions struct {
 	LeaseTTL time.Duration
 	// MinReplicas is how many replicas must acknowledge a compare-and-set
 	// (the write of a rotated refresh token, whose predecessor is spent)
-	// before it counts as stored: the store sends WAIT on the connection
+	// or a Delete (a disconnect) before it counts as stored: the store sends WAIT on the connection
 	// that wrote, to the primary that owns the key. A write fewer replicas
 	// acknowledged within WaitTimeout is an error wrapping
 	// ErrNotReplicated (it is on the primary, but a failover may lose it).
@@ -391,12 +414,55 @@ func ceilMilli(t time.Time) int64 {
 }
 
 // Delete removes key; deleting an absent key is not an error. A lease on
-// the key is not touched.
+// the key is not touched. Like a compare-and-set, a delete is waited for
+// (see RedisOptions.MinReplicas): a disconnect that a failover loses
+// would bring the user's tokens back. A delete fewer replicas
+// acknowledged is an error wrapping ErrNotReplicated: the set is gone
+// from the primary, and calling Delete again waits again.
 func (s *RedisStore) Delete(ctx context.Context, key string) error {
 	k, ref := s.redisKey("tok", key)
-	if err := s.c.Del(ctx, k).Err(); err != nil {
+	if s.minReplicas < 0 {
+		if err := s.c.Del(ctx, k).Err(); err != nil {
+			s.reroute(err)
+			return fmt.Errorf("tokenstore: redis delete %s: %w", ref, err)
+		}
+		return nil
+	}
+	mark, _ := s.redisKey("del", key)
+	count := "0"
+	if s.minReplicas == 0 {
+		count = "1"
+	}
+	var waitErr error
+	// One connection for the delete and its WAIT, as in write.
+	err := s.c.Watch(ctx, func(tx *redis.Tx) error {
+		replicas, err := redisDelete.Run(ctx, tx, []string{k, mark},
+			strconv.FormatInt(redisDeleteMark.Milliseconds(), 10), count).Int64()
+		if err != nil {
+			return err
+		}
+		need := s.minReplicas
+		if need == 0 {
+			if replicas == 0 {
+				return nil // no replica to wait for
+			}
+			need = 1
+		}
+		acked, err := tx.Wait(ctx, need, s.waitTimeout).Result()
+		switch {
+		case err != nil:
+			waitErr = fmt.Errorf("WAIT: %w", err)
+		case acked < int64(need):
+			waitErr = fmt.Errorf("%d of %d replicas acknowledged within %v", acked, need, s.waitTimeout)
+		}
+		return nil
+	}, k)
+	if err != nil {
 		s.reroute(err)
 		return fmt.Errorf("tokenstore: redis delete %s: %w", ref, err)
+	}
+	if waitErr != nil {
+		return fmt.Errorf("%w: redis delete %s: %w", ErrNotReplicated, ref, waitErr)
 	}
 	return nil
 }

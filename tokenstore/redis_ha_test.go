@@ -138,6 +138,31 @@ func testHA(t *testing.T, ha haSetup) {
 		if got, err := s.Get(ctx, "user:alice"); err != nil || got.Version != 44 {
 			t.Fatalf("Get = %v, %v; want the set the primary stored", got, err)
 		}
+
+		// A delete (a disconnect) is waited for too: a failover must not
+		// bring the set back. Waiting for more replicas than there are
+		// deletes it from the primary and says so; deleting it again,
+		// now absent, still waits (for what the primary wrote before).
+		err = two.Delete(ctx, "user:alice")
+		if !errors.Is(err, tokenstore.ErrNotReplicated) {
+			t.Fatalf("Delete waiting for 2 replicas of 1 = %v, want ErrNotReplicated", err)
+		}
+		checkErrorText(t, err, "alice", "S3CRET")
+		if _, err := s.Get(ctx, "user:alice"); !errors.Is(err, tokenstore.ErrNotFound) {
+			t.Fatalf("Get after the unacknowledged delete = %v, want ErrNotFound (the primary deleted it)", err)
+		}
+		if err := two.Delete(ctx, "user:alice"); !errors.Is(err, tokenstore.ErrNotReplicated) {
+			t.Fatalf("Delete again of the absent set, waiting for 2 of 1 = %v, want ErrNotReplicated", err)
+		}
+		if err := s.Set(ctx, "user:bob", secretSample(time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(ctx, "user:bob"); err != nil {
+			t.Fatalf("Delete waiting for the one replica: %v", err)
+		}
+		if v := ha.replicaHas(t, redisName(ns, "tok", "user:bob")); v != "" {
+			t.Fatalf("the replica still holds version %q after Delete returned", v)
+		}
 	})
 
 	// Failover: a rotation acknowledged by the replica survives the

@@ -123,7 +123,8 @@ var ErrConflict = errors.New("tokenstore: the stored token set changed")
 // ErrNotReplicated is returned by a write that the primary stored but
 // fewer replicas than asked acknowledged in time (RedisOptions.MinReplicas):
 // a failover may still lose it. The write is not to be retried as if it
-// had failed: a compare-and-set of it again would meet the set itself.
+// had failed: a compare-and-set of it again would meet the set itself (a
+// Delete may be called again: it waits again).
 var ErrNotReplicated = errors.New("tokenstore: the write was not acknowledged by enough replicas")
 
 // CASStore is implemented by stores that can replace a set only if it is still the expected version (RedisStore, and Sealed over one).
