@@ -86,7 +86,9 @@ type RedisConfig struct {
 	// How many replicas must acknowledge the write of a rotated refresh
 	// token (WAIT) before it counts as stored; a write fewer acknowledged
 	// is logged, and the new token set is kept in memory and written
-	// again at the next refresh. 0: one replica when the primary has any
+	// again at the next refresh. A disconnect's delete is waited for too
+	// (fewer acknowledged: the browser is told to try again). 0: one
+	// replica when the primary has any
 	// connected, none otherwise; -1: never wait. Default: 0
 	MinReplicas int `json:"min_replicas,omitempty"`
 

@@ -420,7 +420,11 @@ func (g *Gate) disconnect(w http.ResponseWriter, r *http.Request, subject string
 		g.flowError(w, r, http.StatusUnauthorized, CodeUnauthenticated, "log in before disconnecting")
 		return
 	}
-	if err := g.Disconnect(r.Context(), subject); err != nil {
+	if err := g.Disconnect(r.Context(), subject); errors.Is(err, tokenstore.ErrNotReplicated) {
+		g.logger().Error("disconnect not confirmed by the store's replicas", zap.Error(err))
+		g.flowError(w, r, http.StatusServiceUnavailable, "store_failed", "the disconnect could not be confirmed; try again")
+		return
+	} else if err != nil {
 		g.logger().Error("disconnect failed", zap.Error(err))
 		g.flowError(w, r, http.StatusServiceUnavailable, "store_failed", "the tokens could not be deleted")
 		return

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -445,6 +447,66 @@ func TestUser_DisconnectRevokes(t *testing.T) {
 		if strings.Contains(e.Message+string(line), tok.RefreshToken) || strings.Contains(string(line), tasknationtest.DefaultClientSecret) {
 			t.Fatalf("a log line holds a secret: %s %s", e.Message, line)
 		}
+	}
+}
+
+// unreplicatedStore deletes, then says that no replica confirmed it, as a
+// RedisStore does when its WAIT falls short, while fail is set.
+type unreplicatedStore struct {
+	tokenstore.Store
+	fail atomic.Bool
+}
+
+func (s *unreplicatedStore) Delete(ctx context.Context, key string) error {
+	if err := s.Store.Delete(ctx, key); err != nil {
+		return err
+	}
+	if s.fail.Load() {
+		return fmt.Errorf("%w: 0 of 1 replicas acknowledged", tokenstore.ErrNotReplicated)
+	}
+	return nil
+}
+
+// TestUser_DisconnectNotReplicated: a disconnect whose delete the store's
+// replicas did not confirm (a failover could bring the set back) still
+// revokes the refresh token and forgets the user here, but tells the
+// browser to try again; the retry, confirmed, answers 200.
+func TestUser_DisconnectNotReplicated(t *testing.T) {
+	mem, err := tokenstore.NewMemoryStore(tokenstore.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &unreplicatedStore{Store: mem}
+	f := newUserFixture(t, tasknationtest.Options{RevocationEndpoint: true, AcceptBasicAuth: true}, func(c *middleware.Config) {
+		c.Provider = middleware.Generic
+		c.RevocationURL = strings.TrimSuffix(c.TokenURL, "/token") + "/revoke"
+		c.Store = store
+	})
+	alice := f.browser(t, "alice")
+	alice.connect(f, "tn-alice")
+	tok, err := f.gate.UserToken(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.fail.Store(true)
+	a := alice.do(http.MethodPost, f.base+"/oauth2/disconnect", true)
+	if a.status != http.StatusServiceUnavailable || !strings.Contains(a.body, "try again") {
+		t.Fatalf("unconfirmed disconnect: %d %s, want 503 saying to try again", a.status, a.body)
+	}
+	if f.srv.RefreshActive(tok.RefreshToken) || f.srv.RevokedRefreshTokens() != 1 {
+		t.Fatalf("unconfirmed disconnect: refresh token active %v, revoked %d; want it revoked",
+			f.srv.RefreshActive(tok.RefreshToken), f.srv.RevokedRefreshTokens())
+	}
+	wantUserError(t, alice.api(f), http.StatusUnauthorized, "not_connected")
+	if err := f.gate.Disconnect(context.Background(), "alice"); !errors.Is(err, tokenstore.ErrNotReplicated) {
+		t.Fatalf("Disconnect while unconfirmed = %v, want ErrNotReplicated", err)
+	}
+	store.fail.Store(false)
+	if a := alice.do(http.MethodPost, f.base+"/oauth2/disconnect", true); a.status != http.StatusOK {
+		t.Fatalf("disconnect again, confirmed: %d %s", a.status, a.body)
+	}
+	if n := f.srv.RevocationRequests(); n != 1 {
+		t.Fatalf("%d revocation requests, want 1 (nothing left to revoke on the retries)", n)
 	}
 }
 

@@ -630,6 +630,12 @@ func (g *Gate) UserToken(ctx context.Context, subject string) (tokenstore.Token,
 // 7009) after the local delete: best effort, within RequestTimeout, even
 // if ctx ends first; a failure is logged and does not fail the
 // disconnect.
+//
+// When the store deleted the set but fewer replicas than it asks
+// confirmed the delete (tokenstore.ErrNotReplicated), a failover could
+// bring the set back: the rest of the disconnect happens (memory, event,
+// revocation, which makes such a set useless), and the error, wrapping
+// ErrNotReplicated, says to disconnect again, which waits again.
 func (g *Gate) Disconnect(ctx context.Context, subject string) error {
 	if g.users == nil {
 		return errNotUserGate
@@ -642,6 +648,7 @@ func (g *Gate) Disconnect(ctx context.Context, subject string) error {
 	log := g.logger().With(zap.String("subject_key", key))
 	var had bool
 	var refreshToken string
+	var unconfirmed error // the store deleted the set but its replicas did not confirm
 	err = g.serialized(ctx, key, func() (any, error) {
 		if u.durable != nil {
 			unlock, err := g.lock(g.ctx, u.durable, key)
@@ -652,7 +659,9 @@ func (g *Gate) Disconnect(ctx context.Context, subject string) error {
 			}
 		}
 		had, refreshToken = u.held(ctx, key)
-		if err := u.drop(key, log); err != nil {
+		if err := u.drop(key, log); errors.Is(err, tokenstore.ErrNotReplicated) {
+			unconfirmed = err
+		} else if err != nil {
 			return nil, err
 		}
 		wctx, cancel := g.writeContext()
@@ -674,6 +683,9 @@ func (g *Gate) Disconnect(ctx context.Context, subject string) error {
 		} else {
 			log.Info("disconnect: refresh token revoked")
 		}
+	}
+	if unconfirmed != nil {
+		return fmt.Errorf("middleware: disconnect: %w", unconfirmed)
 	}
 	return nil
 }
