@@ -157,8 +157,9 @@ type RedisOptions struct {
 	LeaseTTL time.Duration
 	// MinReplicas is how many replicas must acknowledge a compare-and-set
 	// (the write of a rotated refresh token, whose predecessor is spent)
-	// or a Delete (a disconnect) before it counts as stored: the store sends WAIT on the connection
-	// that wrote, to the primary that owns the key. A write fewer replicas
+	// or a Delete (a disconnect) before it counts as stored: the store
+	// sends WAIT on the connection that wrote, to the primary that owns
+	// the key. A write fewer replicas
 	// acknowledged within WaitTimeout is an error wrapping
 	// ErrNotReplicated (it is on the primary, but a failover may lose it).
 	// 0 waits for one replica when the primary reports any connected, and
