@@ -159,12 +159,11 @@ type RedisOptions struct {
 	// (the write of a rotated refresh token, whose predecessor is spent)
 	// or a Delete (a disconnect) before it counts as stored: the store
 	// sends WAIT on the connection that wrote, to the primary that owns
-	// the key. A write fewer replicas
-	// acknowledged within WaitTimeout is an error wrapping
-	// ErrNotReplicated (it is on the primary, but a failover may lose it).
-	// 0 waits for one replica when the primary reports any connected, and
-	// for none when it has no replica (a standalone Redis); -1 never
-	// waits. Default: 0
+	// the key. A write fewer replicas acknowledged within WaitTimeout is
+	// an error wrapping ErrNotReplicated (it is on the primary, but a
+	// failover may lose it). 0 waits for one replica when the primary
+	// reports any connected, and for none when it has no replica (a
+	// standalone Redis); -1 never waits. Default: 0
 	MinReplicas int
 	// WaitTimeout bounds the wait for MinReplicas. Default: 1s
 	WaitTimeout time.Duration
