@@ -364,25 +364,33 @@ func (s *RedisStore) write(ctx context.Context, k, mode string, old uint64, tok 
 		if len(res) != 2 || res[0] != int64(1) {
 			return nil // not written: nothing to wait for
 		}
-		need := s.minReplicas
-		if need == 0 {
-			if n, _ := res[1].(int64); n == 0 {
-				return nil // no replica to wait for
-			}
-			need = 1
-		}
-		// An error here leaves the write's fate on the replicas unknown:
-		// it counts as not acknowledged.
-		acked, err := tx.Wait(ctx, need, s.waitTimeout).Result()
-		switch {
-		case err != nil:
-			waitErr = fmt.Errorf("WAIT: %w", err)
-		case acked < int64(need):
-			waitErr = fmt.Errorf("%d of %d replicas acknowledged within %v", acked, need, s.waitTimeout)
-		}
+		replicas, _ := res[1].(int64)
+		waitErr = s.awaitReplicas(ctx, tx, replicas)
 		return nil
 	}, k)
 	return res, waitErr, err
+}
+
+// awaitReplicas sends WAIT on tx, the connection that wrote, for
+// MinReplicas replicas (for 0: one, unless the script counted none
+// connected) and says how it fell short. An error of WAIT leaves the
+// write's fate on the replicas unknown: it counts as not acknowledged.
+func (s *RedisStore) awaitReplicas(ctx context.Context, tx *redis.Tx, replicas int64) error {
+	need := s.minReplicas
+	if need == 0 {
+		if replicas == 0 {
+			return nil // no replica to wait for
+		}
+		need = 1
+	}
+	acked, err := tx.Wait(ctx, need, s.waitTimeout).Result()
+	switch {
+	case err != nil:
+		return fmt.Errorf("WAIT: %w", err)
+	case acked < int64(need):
+		return fmt.Errorf("%d of %d replicas acknowledged within %v", acked, need, s.waitTimeout)
+	}
+	return nil
 }
 
 // usableUntil is the last moment anything in tok is usable, as the stores
@@ -441,20 +449,7 @@ func (s *RedisStore) Delete(ctx context.Context, key string) error {
 		if err != nil {
 			return err
 		}
-		need := s.minReplicas
-		if need == 0 {
-			if replicas == 0 {
-				return nil // no replica to wait for
-			}
-			need = 1
-		}
-		acked, err := tx.Wait(ctx, need, s.waitTimeout).Result()
-		switch {
-		case err != nil:
-			waitErr = fmt.Errorf("WAIT: %w", err)
-		case acked < int64(need):
-			waitErr = fmt.Errorf("%d of %d replicas acknowledged within %v", acked, need, s.waitTimeout)
-		}
+		waitErr = s.awaitReplicas(ctx, tx, replicas)
 		return nil
 	}, k)
 	if err != nil {
