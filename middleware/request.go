@@ -64,9 +64,9 @@ func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, nex
 		WriteError(w, err)
 		return nil
 	}
-	setBearer(r.Header, h.header)
-	kept, replayable := g.prepareReplay(r)
 	rw := holdPool.Get().(*holdWriter)
+	setBearer(r.Header, rw.bearer(h.header))
+	kept, replayable := g.prepareReplay(r)
 	rw.reset(w, replayable, kept)
 	defer rw.put()
 	err = next(rw, r)
@@ -103,10 +103,10 @@ func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, nex
 	}
 	g.logger().Info("upstream refused the token (401 invalid_token); replaying the request with a new token",
 		zap.Uint64("version", h.tok.Version), zap.Uint64("new_version", h2.tok.Version))
-	setBearer(r.Header, h2.header)
 	// The replay's answer goes to the client as it comes; a 401 refusing
 	// its token too is noted, so that the next request does not use it.
 	rw2 := holdPool.Get().(*holdWriter)
+	setBearer(r.Header, rw2.bearer(h2.header))
 	rw2.reset(w, false, nil)
 	defer rw2.put()
 	err = next(rw2, r)
@@ -179,7 +179,7 @@ func (g *Gate) authorize(r *http.Request, subject string) error {
 		dropAuthorization(r.Header)
 		return err
 	}
-	setBearer(r.Header, h.header)
+	setBearer(r.Header, []string{h.header})
 	return nil
 }
 
@@ -203,7 +203,7 @@ func (g *Gate) subject(r *http.Request) string {
 	return g.cfg.Subject(r)
 }
 
-// setBearer makes v the request's one Authorization header. It drops the
+// setBearer makes v (one value) the request's one Authorization header. It drops the
 // other spellings of the key a hand-built header map may hold beside the
 // canonical one ("authorization", "AUTHORIZATION": both would reach the
 // API), and takes Authorization out of the client's Connection header:
@@ -213,10 +213,10 @@ func (g *Gate) subject(r *http.Request) string {
 // over the map: a request parsed by a server has canonical keys only, and
 // the walk would cost as much as the rest of the hot path. (Transport,
 // which copies the map anyway, drops every spelling.)
-func setBearer(h http.Header, v string) {
+func setBearer(h http.Header, v []string) {
 	// A direct map write: Set would canonicalize the constant key again
 	// on every request.
-	h["Authorization"] = []string{v}
+	h["Authorization"] = v
 	if len(h) > 1 {
 		dropOtherSpellings(h)
 	}
@@ -315,7 +315,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		r2.Header[k] = v
 	}
-	setBearer(r2.Header, h.header)
+	setBearer(r2.Header, []string{h.header})
 	resp, err := t.base.RoundTrip(r2)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !challengeRefusesToken(resp.Header) {
 		return resp, err
