@@ -46,6 +46,7 @@ type APIResponse struct {
 // handleAPI serves the fake resource server under /api/.
 func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 	s.apiTotal.Add(1)
+	s.recordAPIHeader(r.Header)
 	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	token = strings.TrimSpace(token)
 	if !strings.EqualFold(scheme, "Bearer") || token == "" {

@@ -210,6 +210,7 @@ type Server struct {
 	jtiReplays atomic.Int64
 	formMu     sync.Mutex
 	lastForm   url.Values
+	lastHeader http.Header // of the last API request, without Authorization
 
 	testHook   atomic.Pointer[func(event string)]
 	answerHook atomic.Pointer[func(TokenEvent)]
@@ -386,6 +387,23 @@ func (s *Server) LastTokenRequest() url.Values {
 	s.formMu.Lock()
 	defer s.formMu.Unlock()
 	return maps.Clone(s.lastForm)
+}
+
+// LastAPIHeader returns the header of the last request the API received,
+// without Authorization: what a test checks that a proxy dropped or added
+// a header with. nil before any.
+func (s *Server) LastAPIHeader() http.Header {
+	s.formMu.Lock()
+	defer s.formMu.Unlock()
+	return s.lastHeader.Clone()
+}
+
+func (s *Server) recordAPIHeader(h http.Header) {
+	c := h.Clone()
+	delete(c, "Authorization")
+	s.formMu.Lock()
+	s.lastHeader = c
+	s.formMu.Unlock()
 }
 
 func (s *Server) recordForm(form url.Values) {

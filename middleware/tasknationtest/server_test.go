@@ -790,6 +790,21 @@ func TestAPI(t *testing.T) {
 			}
 		})
 	}
+	t.Run("last header", func(t *testing.T) {
+		req, err := http.NewRequest("GET", s.URL+"/api/v1/search", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+cc)
+		req.Header.Set("X-Probe", "seen")
+		if r := do(t, req); r.status != 200 {
+			t.Fatalf("status %d: %s", r.status, r.body)
+		}
+		h := s.LastAPIHeader()
+		if h.Get("X-Probe") != "seen" || h.Get("Authorization") != "" {
+			t.Errorf("LastAPIHeader = %v, want X-Probe and no Authorization", h)
+		}
+	})
 	t.Run("body length", func(t *testing.T) {
 		r := apiCall(t, s, "POST", "/api/v1/search", cc, strings.NewReader("hello"))
 		if r.json["body_bytes"] != float64(5) {
