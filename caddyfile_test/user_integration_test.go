@@ -55,6 +55,8 @@ type userOptions struct {
 	logLevel string // the default log's level; "": INFO
 	global   string // more lines in the global options block
 	auth     string // how the client authenticates, lines of the block; "": client_secret {env.TN_CLIENT_SECRET}
+	user     string // the user placeholder; "": {http.auth.user.id}
+	proxy    string // a block for reverse_proxy (" {\n...\t}"); "": none
 }
 
 func newUserSite(t *testing.T) *userSite {
@@ -89,6 +91,9 @@ func (s *userSite) caddyfile(o userOptions) string {
 	if o.auth == "" {
 		o.auth = "\t\tclient_secret {env.TN_CLIENT_SECRET}\n"
 	}
+	if o.user == "" {
+		o.user = "{http.auth.user.id}"
+	}
 	return testCaddyfile(global, s.httpPort, fmt.Sprintf(`	log {
 		output file %s
 		format filter {
@@ -107,14 +112,14 @@ func (s *userSite) caddyfile(o userOptions) string {
 			}
 		}
 	}
-	reverse_proxy %s
+	reverse_proxy %s%s
 	oauth2_token {
 		token_url %s
 		auth_url %s
 		client_id {env.TN_CLIENT_ID}
 %s		scopes supply::leads
 		grant authorization_code
-		user {http.auth.user.id}
+		user %s
 		redirect_uri %s
 %s	}
 	basic_auth {
@@ -123,7 +128,7 @@ func (s *userSite) caddyfile(o userOptions) string {
 		carol %s
 	}
 %s`, s.logFile,
-		s.fake.URL, s.fake.TokenURL(), s.fake.AuthURL(), o.auth, s.callbackURL(), o.extra,
+		s.fake.URL, o.proxy, s.fake.TokenURL(), s.fake.AuthURL(), o.auth, o.user, s.callbackURL(), o.extra,
 		s.hashes["alice"], s.hashes["bob"], s.hashes["carol"], o.site))
 }
 
@@ -509,6 +514,37 @@ func TestUserContext_RestartWithCaddyStorage(t *testing.T) {
 // keeps the client and the grant's settings keeps the token source, so a
 // connect started before the reload completes after it, and the tokens
 // stored through the new config are served.
+// TestUserContext_SubjectHeaderStaysHere: a user named by a header that a
+// handler in front sets (here request_header from basic_auth's user, as
+// forward_auth's copy_headers would) reaches the API with the request,
+// unless reverse_proxy drops it with header_up, as the README says; the
+// module has read it by then, so the user's token is still injected.
+func TestUserContext_SubjectHeaderStaysHere(t *testing.T) {
+	s := newUserSite(t)
+	o := userOptions{user: "{http.request.header.Remote-User}", site: "\trequest_header Remote-User {http.auth.user.id}\n"}
+	s.start(o)
+	alice := s.user(t, "alice")
+	alice.connect(t, "tn-alice")
+	alice.mustCallAPIAs(t, "tn-alice")
+	if got := s.fake.LastAPIHeader().Get("Remote-User"); got != "alice" {
+		t.Fatalf("without header_up the API saw Remote-User %q, want alice (the header goes upstream)", got)
+	}
+
+	o.proxy = " {\n\t\theader_up -Remote-User\n\t}"
+	s.reload("text/caddyfile", s.caddyfile(o))
+	eventually(t, "the reloaded config drops Remote-User", func() error {
+		before := s.fake.APIRequests()
+		alice.mustCallAPIAs(t, "tn-alice")
+		if s.fake.APIRequests() != before+1 {
+			return fmt.Errorf("the API saw %d requests, want 1", s.fake.APIRequests()-before)
+		}
+		if h := s.fake.LastAPIHeader(); h.Get("Remote-User") != "" {
+			return fmt.Errorf("the API saw Remote-User %q", h.Get("Remote-User"))
+		}
+		return nil
+	})
+}
+
 func TestUserContext_ReloadKeepsConnectInProgress(t *testing.T) {
 	s := newUserSite(t)
 	s.start(userOptions{site: "\theader X-Config first\n"})
