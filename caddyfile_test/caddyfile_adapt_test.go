@@ -225,7 +225,7 @@ func TestCaddyfileAdapt_ErrorLines(t *testing.T) {
 		{"private_key_jwt with client_auth basic", with(generic, []string{"private_key_jwt /k.pem", "client_auth basic"}), 7,
 			"client_auth basic does not apply with private_key_jwt"},
 		{"private_key_jwt algorithm", with(generic, []string{"private_key_jwt /k.pem HS256"}), 6, `private_key_jwt: unknown algorithm "HS256"`},
-		{"private_key_jwt lifetime", with(generic, []string{"private_key_jwt /k.pem {", "\tlifetime 2h", "}"}), 6,
+		{"private_key_jwt lifetime", with(generic, []string{"private_key_jwt /k.pem {", "\tlifetime 2h", "}"}), 7,
 			"private_key_jwt lifetime must be between 1s and 1h"},
 		{"private_key_jwt option", with(generic, []string{"private_key_jwt /k.pem {", "\tkid k1", "}"}), 7, `private_key_jwt: unrecognized option "kid"`},
 		{"tls_client_auth with client_auth basic", with(generic, []string{"client_auth basic", "tls_client_auth /c.pem /k.pem"}), 6,

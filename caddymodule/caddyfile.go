@@ -491,6 +491,9 @@ func (b *block) parsePrivateKeyJWT(d *caddyfile.Dispenser) error {
 			if err != nil || l <= 0 {
 				return d.Errf("oauth2_token: private_key_jwt: lifetime: %q is not a positive duration", v)
 			}
+			if l < middleware.MinAssertionLifetime || l > middleware.MaxAssertionLifetime {
+				return d.Errf("oauth2_token: private_key_jwt lifetime must be between 1s and 1h, got %v", l)
+			}
 			p.Lifetime = caddy.Duration(l)
 		}
 	}

@@ -35,6 +35,12 @@ const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bea
 // DefaultAssertionLifetime is how long a client assertion is valid.
 const DefaultAssertionLifetime = time.Minute
 
+// The bounds of PrivateKeyJWT.Lifetime: 1s and 1h.
+const (
+	MinAssertionLifetime = time.Second
+	MaxAssertionLifetime = time.Hour
+)
+
 // PrivateKeyJWT configures private_key_jwt client authentication (RFC 7523
 // §2.2, OpenID Connect Core §9): each token request (and revocation
 // request) carries a fresh JWT signed with Key, with iss and sub the
@@ -92,7 +98,7 @@ func newAssertionSigner(p *PrivateKeyJWT, clientID, tokenURL string, now func() 
 	if lifetime == 0 {
 		lifetime = DefaultAssertionLifetime
 	}
-	if lifetime < time.Second || lifetime > time.Hour {
+	if lifetime < MinAssertionLifetime || lifetime > MaxAssertionLifetime {
 		return nil, bad(fmt.Sprintf("lifetime must be between 1s and 1h, got %v", lifetime), nil)
 	}
 	opts := (&jose.SignerOptions{}).WithType("JWT")
