@@ -46,7 +46,11 @@ func (r redisSpec) addrs() []string {
 // cluster client for a cluster, else a plain one. It dials lazily:
 // creating it makes no connection. TLS verifies each server against the
 // system's roots as the host of its address (for a cluster and Sentinel,
-// the addresses the cluster and the sentinels give).
+// the addresses the cluster and the sentinels give). It does not send
+// CLIENT SETINFO on connect (DisableIdentity): Redis 7.2 and later would
+// refuse it to the README's ACL user and log each refusal in ACL LOG, and
+// the ACL cannot allow it portably (Redis 7.0 refuses +client|setinfo in
+// ACL SETUSER).
 func (r redisSpec) client() redis.UniversalClient {
 	var tc *tls.Config
 	if r.tls {
@@ -65,6 +69,7 @@ func (r redisSpec) client() redis.UniversalClient {
 			// The middleware bounds every store call with a context:
 			// let its deadline bound the network I/O too.
 			ContextTimeoutEnabled: true,
+			DisableIdentity:       true,
 		})
 	case r.clusterAddrs != nil:
 		return redis.NewClusterClient(&redis.ClusterOptions{
@@ -73,6 +78,7 @@ func (r redisSpec) client() redis.UniversalClient {
 			Password:              r.password,
 			TLSConfig:             tc,
 			ContextTimeoutEnabled: true,
+			DisableIdentity:       true,
 		})
 	}
 	if tc != nil {
@@ -85,6 +91,7 @@ func (r redisSpec) client() redis.UniversalClient {
 		Password:              r.password,
 		TLSConfig:             tc,
 		ContextTimeoutEnabled: true,
+		DisableIdentity:       true,
 	})
 }
 

@@ -320,6 +320,9 @@ func TestOpenStore_Redis(t *testing.T) {
 				t.Errorf("store %T, want sealed %v", st.store, tt.key != nil)
 			}
 			o := st.redis.(*redis.Client).Options()
+			if !o.DisableIdentity {
+				t.Errorf("the client sends CLIENT SETINFO on connect, which the README's ACL refuses on Redis 7.2+")
+			}
 			if o.Addr != tt.spec.addr || o.DB != tt.spec.db || o.Username != tt.spec.username || o.Password != tt.spec.password {
 				t.Errorf("client options addr %q db %d user %q, want %q %d %q (and the password)",
 					o.Addr, o.DB, o.Username, tt.spec.addr, tt.spec.db, tt.spec.username)
@@ -581,6 +584,9 @@ func TestOpenStore_RedisSentinelAndCluster(t *testing.T) {
 		if !ok || c.Options().Addr != "FailoverClient" {
 			t.Fatalf("client %T, want a failover client", st.redis)
 		}
+		if !c.Options().DisableIdentity {
+			t.Errorf("the client sends CLIENT SETINFO on connect, which the README's ACL refuses on Redis 7.2+")
+		}
 		if tc := c.Options().TLSConfig; tc == nil || tc.ServerName != "" || tc.InsecureSkipVerify {
 			t.Fatalf("TLS config %+v, want one verifying each address's host", tc)
 		}
@@ -595,6 +601,9 @@ func TestOpenStore_RedisSentinelAndCluster(t *testing.T) {
 		c, ok := st.redis.(*redis.ClusterClient)
 		if !ok || !reflect.DeepEqual(c.Options().Addrs, addrs) {
 			t.Fatalf("client %T, want a cluster client of %v", st.redis, addrs)
+		}
+		if !c.Options().DisableIdentity {
+			t.Errorf("the client sends CLIENT SETINFO on connect, which the README's ACL refuses on Redis 7.2+")
 		}
 		if tc := c.Options().TLSConfig; tc == nil || tc.ServerName != "" || tc.InsecureSkipVerify {
 			t.Fatalf("TLS config %+v, want one verifying each address's host", tc)
