@@ -27,19 +27,39 @@ package storetest
 
 import (
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/tasknation/tokengate/internal/testkit"
 	"github.com/tasknation/tokengate/tokenstore"
 )
 
 // t0 is the time every case's clock starts at.
 var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 
-// newClock is a case's clock: the test kit's settable clock at t0, which
-// the store under test reads through its Now method.
-func newClock() *testkit.Clock { return testkit.NewClockAt(t0) }
+// clock is a case's settable clock: the store under test reads it through
+// its Now method, the case moves it. (Its own, so that the package imports
+// tokenstore and the standard library only: a store's tests that run it
+// do not build the middleware.)
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// newClock is a case's clock, at t0.
+func newClock() *clock { return &clock{t: t0} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
 
 // Sample is a full token set obtained at now: an access token valid for an
 // hour, a refresh token for 180 days, scopes, version 42.
