@@ -163,7 +163,8 @@ type Config struct {
 	// Default: GrantClientCredentials.
 	Grant string
 
-	// The fields below apply to GrantAuthorizationCode only.
+	// The fields below apply to GrantAuthorizationCode only: New refuses
+	// a Config that sets one of them with GrantClientCredentials.
 
 	// AuthURL overrides the provider's authorization endpoint; http:// is
 	// refused unless the host is loopback.
@@ -267,7 +268,7 @@ func (c Config) Validate() error {
 		if c.TokenURL == "" {
 			c.TokenURL = c.Issuer
 		}
-		if c.AuthURL == "" {
+		if c.AuthURL == "" && c.Grant == GrantAuthorizationCode {
 			c.AuthURL = c.Issuer
 		}
 	}
@@ -351,9 +352,11 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxReplayBody = DefaultMaxReplayBody
 	}
 	switch c.Grant {
-	case "":
+	case "", GrantClientCredentials:
 		c.Grant = GrantClientCredentials
-	case GrantClientCredentials:
+		if f := c.userField(); f != "" {
+			return c, &ConfigError{Field: f, Reason: "only applies to grant authorization_code (the grant is client_credentials, the default when Grant is empty)"}
+		}
 	case GrantAuthorizationCode:
 		if err := c.userDefaults(); err != nil {
 			return c, err
@@ -372,6 +375,43 @@ func (c Config) withDefaults() (Config, error) {
 		c.assertion = a
 	}
 	return c, nil
+}
+
+// userField is the first field of the user context (those that apply to
+// GrantAuthorizationCode only) that c sets, in the Caddyfile's spelling
+// where there is one, or "". A Config that sets them without the grant
+// would otherwise run the application context: every request would get
+// the application's token, not its user's.
+func (c *Config) userField() string {
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"auth_url", c.AuthURL != ""},
+		{"redirect_uri", c.RedirectURI != ""},
+		{"subject", c.Subject != nil},
+		{"connect_path", c.ConnectPath != ""},
+		{"callback_path", c.CallbackPath != ""},
+		{"disconnect_path", c.DisconnectPath != ""},
+		{"status_path", c.StatusPath != ""},
+		{"revocation_url", c.RevocationURL != ""},
+		{"lifecycle", c.Lifecycle != nil},
+		{"pkce", c.DisablePKCE},
+		{"connected_redirect", c.ConnectedRedirect != ""},
+		{"state_lifetime", c.StateLifetime != 0},
+		{"max_pending_states", c.MaxPendingStates != 0},
+		{"max_pending_per_subject", c.MaxPendingPerSubject != 0},
+		{"refresh_token_lifetime", c.RefreshTokenLifetime != 0},
+		{"refresh_token_warning", c.RefreshTokenWarning != 0},
+		{"grace_period", c.GracePeriod != 0},
+		{"max_callback_query", c.MaxCallbackQuery != 0},
+		{"cache_size", c.CacheSizeMB != 0},
+	} {
+		if f.set {
+			return f.name
+		}
+	}
+	return ""
 }
 
 // checkProviderOptions refuses the options of the generic provider with

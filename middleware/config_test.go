@@ -2,6 +2,8 @@ package middleware_test
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +67,43 @@ func TestNew_ConfigErrors(t *testing.T) {
 		{"negative max_pending_per_subject", func(c *middleware.Config) { user(c); c.MaxPendingPerSubject = -1 }, "max_pending_per_subject", "", []string{"middleware: max_pending_per_subject must be positive, got -1"}},
 		{"small max_callback_query", func(c *middleware.Config) { user(c); c.MaxCallbackQuery = 512 }, "max_callback_query", "",
 			[]string{"middleware: max_callback_query 512 is too small for a callback (want at least 1024 bytes)"}},
+	}
+	// A field of the user context without the grant: refused, or every
+	// request would get the application's token instead of its user's.
+	for _, f := range []struct {
+		field string
+		mod   func(*middleware.Config)
+	}{
+		{"auth_url", func(c *middleware.Config) { c.AuthURL = "https://auth.example.com/authorize" }},
+		{"redirect_uri", func(c *middleware.Config) { c.RedirectURI = "https://gw.example.com/oauth2/callback" }},
+		{"subject", func(c *middleware.Config) { c.Subject = func(*http.Request) string { return "alice" } }},
+		{"connect_path", func(c *middleware.Config) { c.ConnectPath = "/connect" }},
+		{"callback_path", func(c *middleware.Config) { c.CallbackPath = "/cb" }},
+		{"disconnect_path", func(c *middleware.Config) { c.DisconnectPath = "/disconnect" }},
+		{"status_path", func(c *middleware.Config) { c.StatusPath = "/status" }},
+		{"revocation_url", func(c *middleware.Config) { c.RevocationURL = "https://auth.example.com/revoke" }},
+		{"lifecycle", func(c *middleware.Config) { c.Lifecycle = &lifecycle{} }},
+		{"pkce", func(c *middleware.Config) { c.DisablePKCE = true }},
+		{"connected_redirect", func(c *middleware.Config) { c.ConnectedRedirect = "/done" }},
+		{"state_lifetime", func(c *middleware.Config) { c.StateLifetime = time.Minute }},
+		{"max_pending_states", func(c *middleware.Config) { c.MaxPendingStates = 10 }},
+		{"max_pending_per_subject", func(c *middleware.Config) { c.MaxPendingPerSubject = 2 }},
+		{"refresh_token_lifetime", func(c *middleware.Config) { c.RefreshTokenLifetime = time.Hour }},
+		{"refresh_token_warning", func(c *middleware.Config) { c.RefreshTokenWarning = time.Hour }},
+		{"grace_period", func(c *middleware.Config) { c.GracePeriod = time.Minute }},
+		{"max_callback_query", func(c *middleware.Config) { c.MaxCallbackQuery = 4096 }},
+		{"cache_size", func(c *middleware.Config) { c.CacheSizeMB = 16 }},
+	} {
+		for _, grant := range []string{"", middleware.GrantClientCredentials} {
+			tests = append(tests, struct {
+				name  string
+				mod   func(*middleware.Config)
+				field string
+				value string
+				want  []string
+			}{fmt.Sprintf("%s with grant %q", f.field, grant), func(c *middleware.Config) { c.Grant = grant; f.mod(c) }, f.field, "",
+				[]string{"middleware: " + f.field + " only applies to grant authorization_code (the grant is client_credentials"}})
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
