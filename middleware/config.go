@@ -187,8 +187,8 @@ type Config struct {
 	// handled by Wrap. It must come from a trusted source (an
 	// authentication middleware in front, a verified session), never from
 	// a header the client can set. "" means unauthenticated (401).
-	// Required for Wrap; Caddy passes the subject to ServeFlow and
-	// AuthorizeSubject itself.
+	// Required for Wrap (which panics without it); Caddy passes the
+	// subject to ServeFlow and AuthorizeSubject itself.
 	Subject func(*http.Request) string
 	// ConnectPath, CallbackPath, DisconnectPath and StatusPath are served
 	// by Wrap and ServeFlow, matched against the request's path as the

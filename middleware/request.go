@@ -26,8 +26,14 @@ import (
 // With the authorization_code grant, Wrap also serves the connect,
 // callback and disconnect paths, and sets the token of the request's
 // subject (Config.Subject); a request without a subject, or whose subject
-// has no tokens, is answered 401 JSON with the connect URL.
+// has no tokens, is answered 401 JSON with the connect URL. Wrap panics
+// when the grant is authorization_code and Config.Subject is nil: no
+// request could then have a subject (Serve and ServeFlow take it from the
+// caller instead).
 func (g *Gate) Wrap(next http.Handler) http.Handler {
+	if g.users != nil && g.cfg.Subject == nil {
+		panic("middleware: Wrap with grant authorization_code needs Config.Subject, the request's subject from a trusted source (your login); without it every request would be answered 401")
+	}
 	serve := func(w http.ResponseWriter, r *http.Request) error {
 		next.ServeHTTP(w, r)
 		return nil

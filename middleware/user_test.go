@@ -657,3 +657,35 @@ func TestUser_RefreshAheadNeverBlocks(t *testing.T) {
 		t.Errorf("no BackgroundRefresh event in %v", ev.snapshot())
 	}
 }
+
+// TestWrap_UserGateNeedsSubject: Wrap of a user-context Gate without
+// Config.Subject panics when it is built, naming the field, instead of
+// answering every request 401; with a Subject it wraps.
+func TestWrap_UserGateNeedsSubject(t *testing.T) {
+	cfg := middleware.Config{
+		ClientID: "id", ClientSecret: "secret", Scopes: []string{"supply::leads"},
+		Grant: middleware.GrantAuthorizationCode, RedirectURI: "https://gw.example.com/oauth2/callback",
+	}
+	g, err := middleware.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	func() {
+		defer func() {
+			if msg, _ := recover().(string); !strings.Contains(msg, "Config.Subject") {
+				t.Errorf("Wrap without a Subject: panic %q, want one naming Config.Subject", msg)
+			}
+		}()
+		g.Wrap(http.NotFoundHandler())
+	}()
+	cfg.Subject = func(*http.Request) string { return "" }
+	g2, err := middleware.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	if g2.Wrap(http.NotFoundHandler()) == nil {
+		t.Error("Wrap with a Subject returned nil")
+	}
+}
