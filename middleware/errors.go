@@ -202,11 +202,18 @@ func (e *UserError) Error() string { return "middleware: " + e.Code + ": " + e.D
 // JSON, with Retry-After. The body names the kind of failure and nothing
 // the token endpoint said.
 //
-// A *UserError is answered 401 with its code and connect_url instead.
+// A *UserError is answered 401 with its code and connect_url instead, and
+// a Gate used against its configuration (a subject given to an
+// application-context Gate, Authorize without Config.Subject) 500
+// server_error: that is the program's fault, and no retry will help.
 func WriteError(w http.ResponseWriter, err error) {
 	var usr *UserError
 	if errors.As(err, &usr) {
 		writeJSONError(w, http.StatusUnauthorized, errorBody{Error: usr.Code, Description: usr.Description, ConnectURL: usr.ConnectURL})
+		return
+	}
+	if errors.Is(err, errNotUserGate) || errors.Is(err, errNoSubjectFunc) {
+		writeJSONError(w, http.StatusInternalServerError, errorBody{Error: "server_error", Description: "the gateway is misconfigured"})
 		return
 	}
 	status, body := http.StatusServiceUnavailable, errorBody{Error: "token_unavailable"}
@@ -272,3 +279,7 @@ var errGateClosed = errors.New("middleware: the Gate is closed")
 var errClientGone = errors.New("middleware: caller's context ended while waiting for a token")
 
 var errNotUserGate = errors.New("middleware: the Gate's grant is client_credentials; subjects need authorization_code")
+
+// errNoSubjectFunc is Authorize's error on a user-context Gate without
+// Config.Subject: no request could have a subject.
+var errNoSubjectFunc = errors.New("middleware: Authorize with grant authorization_code needs Config.Subject (or use AuthorizeSubject)")

@@ -429,3 +429,84 @@ func TestAppToken_WallClockJump(t *testing.T) {
 		t.Fatal("the request after the jump carried the expired token")
 	}
 }
+
+// TestGate_WrongContextNeverGetsTheAppToken: a Gate used against its
+// grant fails where it is used and sends no token: a subject handed to an
+// application-context Gate (Serve, AuthorizeSubject, a Transport request
+// with WithSubject) would otherwise get the application's token, and
+// Authorize on a user-context Gate without Config.Subject says so instead
+// of answering unauthenticated. The client's own Authorization is dropped
+// either way, and WriteError answers 500.
+func TestGate_WrongContextNeverGetsTheAppToken(t *testing.T) {
+	app := newFixture(t, nil)
+	app.token(t)
+	clientReq := func() *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/api/v1/search", nil)
+		r.Header.Set("Authorization", "Basic client-secret")
+		return r
+	}
+	wantRefused := func(t *testing.T, what string, err error, r *http.Request) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s: no error", what)
+		}
+		if got := r.Header.Get("Authorization"); got != "" {
+			t.Errorf("%s: the request still has Authorization %q", what, got)
+		}
+		rec := httptest.NewRecorder()
+		middleware.WriteError(rec, err)
+		if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), `"server_error"`) {
+			t.Errorf("%s: WriteError answered %d %s, want 500 server_error", what, rec.Code, rec.Body)
+		}
+	}
+
+	t.Run("Serve with a subject", func(t *testing.T) {
+		r, rec, called := clientReq(), httptest.NewRecorder(), false
+		err := app.gate.Serve(rec, r, "alice", func(http.ResponseWriter, *http.Request) error { called = true; return nil })
+		wantRefused(t, "Serve", err, r)
+		if called || rec.Code != http.StatusInternalServerError {
+			t.Errorf("next called %v, answer %d; want not called, 500", called, rec.Code)
+		}
+	})
+	t.Run("AuthorizeSubject", func(t *testing.T) {
+		r := clientReq()
+		wantRefused(t, "AuthorizeSubject", app.gate.AuthorizeSubject(r, "alice"), r)
+	})
+	t.Run("Transport with a subject", func(t *testing.T) {
+		var sent atomic.Int64
+		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { sent.Add(1) }))
+		defer api.Close()
+		c := &http.Client{Transport: app.gate.Transport(nil)}
+		req, _ := http.NewRequestWithContext(middleware.WithSubject(context.Background(), "alice"), http.MethodGet, api.URL, nil)
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("a subject's request through an application Transport answered %d, want an error", resp.StatusCode)
+		}
+		if sent.Load() != 0 {
+			t.Errorf("the API got %d requests, want none", sent.Load())
+		}
+		// Without a subject it goes out with the application token.
+		resp, err = c.Get(api.URL)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("an application request: %v", err)
+		}
+		resp.Body.Close()
+	})
+	t.Run("Authorize on a user Gate without Subject", func(t *testing.T) {
+		g, err := middleware.New(middleware.Config{
+			ClientID: "id", ClientSecret: "secret", Scopes: []string{"supply::leads"},
+			Grant: middleware.GrantAuthorizationCode, RedirectURI: "https://gw.example.com/oauth2/callback",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		r := clientReq()
+		err = g.Authorize(r)
+		wantRefused(t, "Authorize", err, r)
+		if !strings.Contains(err.Error(), "Config.Subject") {
+			t.Errorf("error %q does not name Config.Subject", err)
+		}
+	})
+}

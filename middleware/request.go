@@ -55,7 +55,9 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 // with a Bearer challenge refusing the token (see Invalidate). Without a
 // token it answers with WriteError and does not call next. It is what
 // Wrap runs, for servers whose handlers return errors (the Caddy module);
-// next's error is returned as is.
+// next's error is returned as is. A subject given to an
+// application-context Gate is answered 500 (see WriteError) and returned
+// as an error: its request never gets the application's token.
 //
 // A refused token is replaced only when it is more than a few seconds old
 // and has not been replaced already; otherwise, and whenever no replay can
@@ -63,6 +65,12 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, next func(http.ResponseWriter, *http.Request) error) error {
 	if r.Header == nil { // hand-built requests
 		r.Header = make(http.Header, 1)
+	}
+	if subject != "" && g.users == nil {
+		// Not the application's token for a subject's request: 500.
+		dropAuthorization(r.Header)
+		WriteError(w, errNotUserGate)
+		return errNotUserGate
 	}
 	h, err := g.credential(r.Context(), subject)
 	if err != nil {
@@ -163,6 +171,12 @@ func (g *Gate) retryToken(ctx context.Context, subject string, h *held) (*held, 
 // With the authorization_code grant it is AuthorizeSubject with the
 // subject Config.Subject gives.
 func (g *Gate) Authorize(r *http.Request) error {
+	if g.users != nil && g.cfg.Subject == nil {
+		if r.Header != nil {
+			dropAuthorization(r.Header)
+		}
+		return errNoSubjectFunc
+	}
 	return g.authorize(r, g.subject(r))
 }
 
@@ -171,6 +185,9 @@ func (g *Gate) Authorize(r *http.Request) error {
 // *UserError (401) or an *UnavailableError (503), for WriteError.
 func (g *Gate) AuthorizeSubject(r *http.Request, subject string) error {
 	if g.users == nil {
+		if r.Header != nil {
+			dropAuthorization(r.Header)
+		}
 		return errNotUserGate
 	}
 	return g.authorize(r, subject)
@@ -281,7 +298,9 @@ func unlistAuthorization(h http.Header, c []string) {
 // with "Authorization: Bearer <token>" set (replacing any Authorization
 // header). The caller's request is not modified. A nil base means
 // http.DefaultTransport. With the authorization_code grant the token is
-// that of the subject in the request's context (WithSubject).
+// that of the subject in the request's context (WithSubject); with
+// client_credentials a request with a subject in its context fails, and
+// is not sent with the application's token.
 //
 // The bearer goes only to the origin of the request the caller made: when
 // an http.Client follows a redirect to another origin (a CDN, another
@@ -302,9 +321,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !sameOriginAsFirst(req) {
 		return t.base.RoundTrip(req)
 	}
-	subject := ""
-	if t.g.users != nil {
-		subject = SubjectFrom(req.Context())
+	subject := SubjectFrom(req.Context())
+	if subject != "" && t.g.users == nil {
+		// Not the application's token for a subject's request.
+		return nil, closeBody(req, errNotUserGate)
 	}
 	h, err := t.g.credential(req.Context(), subject)
 	if err != nil {
