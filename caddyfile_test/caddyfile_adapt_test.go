@@ -199,6 +199,7 @@ func TestCaddyfileAdapt_ErrorLines(t *testing.T) {
 		{"no user", with(creds, []string{"redirect_uri https://gw.example.com/cb", "grant authorization_code"}), 6, "user is required for grant authorization_code"},
 		{"no redirect_uri", with(creds, user), 5, "redirect_uri is required for the authorization_code grant"},
 		{"relative redirect_uri", with(creds, user, []string{"redirect_uri /cb"}), 7, `redirect_uri "/cb": not an absolute http(s) URL`},
+		{"redirect_uri without a path", with(creds, user, []string{"redirect_uri https://gw.example.com"}), 7, `redirect_uri "https://gw.example.com": has no path`},
 		{"callback_path not in redirect_uri", with(creds, user, []string{"redirect_uri https://gw.example.com/gw/cb", "callback_path /oauth2/callback"}), 8,
 			`callback_path "/oauth2/callback": redirect_uri's path "/gw/cb" must be the callback path`},
 		{"callback path from redirect_uri taken", with(creds, user, []string{"connect_path /cb", "redirect_uri https://gw.example.com/cb"}), 8,

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -498,14 +499,17 @@ func (c *Config) userDefaults() error {
 	if ru.Fragment != "" {
 		return bad("must not have a fragment")
 	}
+	if ru.Path == "" || ru.Path == "/" {
+		// The authorization server sends the browser back to exactly this
+		// URL: at the root it would never reach the callback.
+		return bad(fmt.Sprintf("has no path: the authorization server sends the browser back to exactly this URL, so it must be the callback's (%s://%s%s)",
+			ru.Scheme, ru.Host, cmp.Or(c.CallbackPath, DefaultCallbackPath)))
+	}
 	if c.CallbackPath == "" {
 		c.CallbackPath = ru.Path
-		if c.CallbackPath == "" || c.CallbackPath == "/" {
-			c.CallbackPath = DefaultCallbackPath
-		}
 	}
 	switch {
-	case ru.Path == "" || ru.Path == "/" || ru.Path == c.CallbackPath:
+	case ru.Path == c.CallbackPath:
 		c.publicPrefix = ""
 	case strings.HasPrefix(c.CallbackPath, "/") && strings.HasSuffix(ru.Path, c.CallbackPath):
 		c.publicPrefix = strings.TrimSuffix(ru.Path, c.CallbackPath)
