@@ -295,6 +295,13 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ClientID == "" {
 		return c, &ConfigError{Field: "client_id", Reason: "is required"}
 	}
+	// Read from a file or an environment with a trailing newline, a
+	// credential fails every token request with invalid_client.
+	for _, f := range []struct{ name, v string }{{"client_id", c.ClientID}, {"client_secret", c.ClientSecret}} {
+		if strings.IndexFunc(f.v, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 || strings.TrimSpace(f.v) != f.v {
+			return c, &ConfigError{Field: f.name, Reason: "has white space at an end or a control character (a newline read from a file?)"}
+		}
+	}
 	if err := c.clientAuthDefaults(); err != nil {
 		return c, err
 	}

@@ -34,6 +34,10 @@ func TestNew_ConfigErrors(t *testing.T) {
 		want  []string // in the text
 	}{
 		{"no client_id", func(c *middleware.Config) { c.ClientID = "" }, "client_id", "", []string{"middleware: client_id is required"}},
+		{"client_id with a space", func(c *middleware.Config) { c.ClientID = " id" }, "client_id", "", []string{"middleware: client_id has white space at an end or a control character"}},
+		{"client_secret from a file", func(c *middleware.Config) { c.ClientSecret = "s3cret\n" }, "client_secret", "",
+			[]string{"middleware: client_secret has white space at an end or a control character (a newline read from a file?)"}},
+		{"client_secret with a tab inside", func(c *middleware.Config) { c.ClientSecret = "s3c\tret" }, "client_secret", "", []string{"client_secret has white space"}},
 		{"no client_secret", func(c *middleware.Config) { c.ClientSecret = "" }, "client_secret", "", []string{"middleware: client_secret is required"}},
 		{"unknown scope", func(c *middleware.Config) { c.Scopes = []string{"demand::serach"} }, "scopes", "demand::serach",
 			[]string{`middleware: scopes "demand::serach": unknown tasknation scope`, "valid scopes: demand::categories, demand::requests, demand::search, offline_access, supply::businesses"}},
