@@ -170,6 +170,7 @@ func TestCaddyfileAdapt_ErrorLines(t *testing.T) {
 		want  string
 	}{
 		{"unknown scope", with(creds, []string{"scopes demand::serach"}), 5, `scopes "demand::serach": unknown tasknation scope`},
+		{"scope placeholder", with(creds, []string{"request_timeout 5s", "scopes {env.TN_SCOPES}"}), 6, `scopes "{env.TN_SCOPES}": placeholders are not resolved in scopes`},
 		{"http token_url", with(creds, []string{"scopes demand::search", "token_url http://auth.example.com/t"}), 6, `token_url "http://auth.example.com/t"`},
 		{"generic without token_url", with(creds, []string{"scopes a", "provider generic"}), 6, "token_url is required"},
 		{"unknown provider", with(creds, []string{"provider okta"}), 5, `provider: unknown provider "okta"`},

@@ -403,6 +403,7 @@ func (h *Handler) config(r resolver) (gateConfig, error) {
 		{"auth_url", &c.AuthURL, ac.AuthURL, "https://placeholder.invalid/auth"},
 		{"redirect_uri", &c.RedirectURI, ac.RedirectURI, "https://placeholder.invalid" + cmp.Or(ac.CallbackPath, middleware.DefaultCallbackPath)},
 		{"revocation_url", &c.RevocationURL, ac.RevocationURL, "https://placeholder.invalid/revoke"},
+		{"connected_redirect", &c.ConnectedRedirect, ac.ConnectedRedirect, "https://placeholder.invalid/connected"},
 		{"issuer", &c.Issuer, h.Issuer, "https://placeholder.invalid"},
 	} {
 		if *f.dst, err = r.resolve(f.name, f.v); err != nil {
@@ -413,6 +414,11 @@ func (h *Handler) config(r resolver) (gateConfig, error) {
 			if f.name == "token_url" && c.Provider.TokenURL != "" {
 				*f.dst = "" // the provider's, which the placeholder overrides
 			}
+		}
+	}
+	for _, sc := range h.Scopes {
+		if hasPlaceholder(sc) {
+			return g, refuse("scopes", "scopes %q: placeholders are not resolved in scopes; write the scopes themselves", sc)
 		}
 	}
 	c.Scopes = h.Scopes
@@ -426,7 +432,6 @@ func (h *Handler) config(r resolver) (gateConfig, error) {
 	c.DisconnectPath = ac.DisconnectPath
 	c.StatusPath = ac.StatusPath
 	c.DisablePKCE = ac.DisablePKCE
-	c.ConnectedRedirect = ac.ConnectedRedirect
 	c.StateLifetime = time.Duration(ac.StateLifetime)
 	c.MaxPendingStates = ac.MaxPendingStates
 	c.MaxPendingPerSubject = ac.MaxPendingPerSubject

@@ -606,3 +606,33 @@ func TestSubject_RequestHeaderAsPlaceholder(t *testing.T) {
 		}
 	}
 }
+
+// TestConfig_PlaceholdersInUserURLs: connected_redirect resolves {env.*}
+// at load as redirect_uri does (at adapt a stand-in is checked), and a
+// placeholder in scopes, which are never resolved, is refused with that
+// reason rather than sent to the token endpoint as a scope.
+func TestConfig_PlaceholdersInUserURLs(t *testing.T) {
+	srv := tasknationtest.NewServer(tasknationtest.Options{})
+	defer srv.Close()
+	t.Setenv("TG_TEST_PUBLIC", "https://app.example.com")
+	h := userHandler(t, srv)
+	h.AuthorizationCode.ConnectedRedirect = "{env.TG_TEST_PUBLIC}/settings"
+	if _, err := h.config(resolver{}); err != nil {
+		t.Fatalf("at adapt: %v", err)
+	}
+	g, err := h.config(resolver{caddy.NewReplacer()})
+	if err != nil {
+		t.Fatalf("at load: %v", err)
+	}
+	if g.ConnectedRedirect != "https://app.example.com/settings" {
+		t.Errorf("connected_redirect at load = %q, want the resolved URL", g.ConnectedRedirect)
+	}
+
+	h = userHandler(t, srv)
+	h.Scopes = []string{"{env.TG_TEST_SCOPES}"}
+	for _, r := range []resolver{{}, {caddy.NewReplacer()}} {
+		if _, err := h.config(r); err == nil || !strings.Contains(err.Error(), "placeholders are not resolved in scopes") {
+			t.Errorf("scopes with a placeholder: err = %v, want the reason", err)
+		}
+	}
+}
