@@ -309,6 +309,9 @@ func TestReplay_NewTokenRefusedToo(t *testing.T) {
 	if warn.Len() != 1 {
 		t.Fatalf("%d warnings about the refused replay, want 1", warn.Len())
 	}
+	if msg := warn.All()[0].Message; !strings.Contains(msg, "header_up -Authorization") {
+		t.Errorf("the warning %q does not name the usual cause", msg)
+	}
 	fields := warn.All()[0].ContextMap()
 	if fields["version"] == fields["new_version"] || fields["new_version"] == nil {
 		t.Errorf("the warning's versions: %v", fields)

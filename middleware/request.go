@@ -133,11 +133,15 @@ func (g *Gate) Serve(w http.ResponseWriter, r *http.Request, subject string, nex
 // replayRefused notes that the API refused h2, the token a request refused
 // with h was replayed with: the version is rejected (when old enough to
 // be, see tokenSource.reject) and the Gate warns, since a fresh token
-// refused right away means another party is rotating this key's tokens.
+// refused right away means the token did not reach the API (a handler
+// after the Gate drops or replaces Authorization: Caddy's `header_up
+// -Authorization`), or another party is rotating this key's tokens.
 func (g *Gate) replayRefused(h, h2 *held) {
 	now := g.clock.Now()
 	g.src.reject(h2.key, h2.tok.Version, now)
-	g.logger().Warn("upstream refused the replay's token too (401 invalid_token); the client got that answer",
+	g.logger().Warn("upstream refused the replay's token too (401 invalid_token); the client got that answer. "+
+		"Does a handler after the gateway drop or replace Authorization (Caddy: header_up -Authorization in reverse_proxy)? "+
+		"Else another party is rotating this client's tokens",
 		zap.Uint64("version", h.tok.Version), zap.Uint64("new_version", h2.tok.Version),
 		zap.Duration("new_age", now.Sub(h2.tok.ObtainedAt)))
 }
