@@ -32,6 +32,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -168,8 +169,11 @@ type Handler struct {
 	// userHeader is the canonical request header field of a user that is
 	// {http.request.header.<field>} and nothing else ("" otherwise).
 	userHeader string
-	poolKey    string
-	logger     *zap.Logger
+	// userUnknown is set once a request found the user's placeholder
+	// unknown, and warned of it (a pointer: Handler is copied by value).
+	userUnknown *atomic.Bool
+	poolKey     string
+	logger      *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -208,6 +212,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.user = h.AuthorizationCode.User
 		h.userVar = soleVariable(h.user)
 		h.userHeader = requestHeaderField(h.userVar)
+		h.userUnknown = new(atomic.Bool)
 	}
 	h.userGrant = cfg.Grant == middleware.GrantAuthorizationCode
 	var storage certmagic.Storage
@@ -525,14 +530,33 @@ func (h *Handler) subject(r *http.Request) string {
 	if h.userVar != "" {
 		// The usual user, one placeholder: read it, without parsing the
 		// template and building a string on every request.
-		s, _ := repl.GetString(h.userVar)
+		s, found := repl.GetString(h.userVar)
+		if !found {
+			h.warnUserUnknown()
+		}
 		return s
 	}
 	s, err := repl.ReplaceOrErr(h.user, true, true)
 	if err != nil {
+		h.warnUserUnknown()
 		return ""
 	}
 	return s
+}
+
+// warnUserUnknown warns, once per handler, that a request found the user's
+// placeholder unknown and was answered 401 unauthenticated: a misspelt
+// placeholder ({http.auth.user} for {http.auth.user.id}), or one that the
+// login in front never sets (http.auth.user.id behind forward_auth), would
+// otherwise refuse everyone without a word. Once: a client cannot make the
+// log grow.
+func (h *Handler) warnUserUnknown() {
+	if h.userUnknown == nil || !h.userUnknown.CompareAndSwap(false, true) {
+		return
+	}
+	h.logger.Warn("oauth2_token: user: a placeholder of "+h.user+" is unknown on a request, which was answered 401 unauthenticated; "+
+		"if every request is, check its name and that the handler setting it (basic_auth for {http.auth.user.id}, forward_auth's copy_headers for a header) runs first",
+		zap.String("user", h.user))
 }
 
 // soleVariable is the variable of a template that is exactly one

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+	zapobserver "go.uber.org/zap/zaptest/observer"
 
 	"github.com/tasknation/tokengate/middleware/tasknationtest"
 )
@@ -634,5 +637,41 @@ func TestConfig_PlaceholdersInUserURLs(t *testing.T) {
 		if _, err := h.config(r); err == nil || !strings.Contains(err.Error(), "placeholders are not resolved in scopes") {
 			t.Errorf("scopes with a placeholder: err = %v, want the reason", err)
 		}
+	}
+}
+
+// TestSubject_UnknownPlaceholderWarnsOnce: a user placeholder unknown on a
+// request (misspelt, or never set by the login in front) gives no subject,
+// so the request is answered 401; the handler warns of it once, naming
+// the placeholder, however many requests follow, and a request that has
+// it is served.
+func TestSubject_UnknownPlaceholderWarnsOnce(t *testing.T) {
+	for _, user := range []string{"{http.auth.user}", "{http.auth.user}@{http.vars.tenant}"} {
+		t.Run(user, func(t *testing.T) {
+			core, logs := zapobserver.New(zap.WarnLevel)
+			h := &Handler{user: user, userVar: soleVariable(user), userUnknown: new(atomic.Bool), logger: zap.New(core)}
+			repl := caddy.NewReplacer()
+			r := httptest.NewRequest(http.MethodGet, "/api/v1/leads", nil)
+			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+			for range 3 {
+				if s := h.subject(r); s != "" {
+					t.Fatalf("subject %q, want none", s)
+				}
+			}
+			if n := logs.FilterMessageSnippet("is unknown on a request").Len(); n != 1 {
+				t.Fatalf("%d warnings, want 1: %v", n, logs.All())
+			}
+			if msg := logs.All()[0].Message; !strings.Contains(msg, user) {
+				t.Errorf("the warning %q does not name %s", msg, user)
+			}
+			repl.Set("http.auth.user", "alice")
+			repl.Set("http.vars.tenant", "acme")
+			if s := h.subject(r); s == "" || !strings.HasPrefix(s, "alice") {
+				t.Errorf("subject %q once the placeholder is set, want alice's", s)
+			}
+			if logs.Len() != 1 {
+				t.Errorf("%d log entries, want the one warning", logs.Len())
+			}
+		})
 	}
 }
