@@ -549,9 +549,10 @@ func (h *Handler) subject(r *http.Request) string {
 // placeholder ({http.auth.user} for {http.auth.user.id}), or one that the
 // login in front never sets (http.auth.user.id behind forward_auth), would
 // otherwise refuse everyone without a word. Once: a client cannot make the
-// log grow.
+// log grow. After that a load, not a compare-and-swap: the requests it
+// refuses do not all write one shared cache line.
 func (h *Handler) warnUserUnknown() {
-	if h.userUnknown == nil || !h.userUnknown.CompareAndSwap(false, true) {
+	if h.userUnknown == nil || h.userUnknown.Load() || !h.userUnknown.CompareAndSwap(false, true) {
 		return
 	}
 	h.logger.Warn("oauth2_token: user: a placeholder of "+h.user+" is unknown on a request, which was answered 401 unauthenticated; "+
